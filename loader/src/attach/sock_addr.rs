@@ -1,0 +1,104 @@
+//! cgroup `sock_addr` hooks (connect, sendmsg, recvmsg, getpeername, ...): a pinned
+//! `BPF_LINK_CREATE` on a cgroup v2 directory. Cgroup links are multi-attach, so weir's programs
+//! run beside anybody else's; there is no netlink-style fallback to offer (the legacy
+//! `BPF_PROG_ATTACH` would be owned by no pin), so a kernel without cgroup links is an error.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+
+use super::{detach_link_pin, open_pin, pin, prog_tag, remove_pin, Outcome, Pins};
+use crate::config::AttachPolicy;
+use crate::error::Error;
+use crate::object::{LoadedProgram, SockAddrHook};
+use crate::sys::{bpf, cgroup};
+
+/// The directory of `cgroup` (relative to the cgroup v2 mount; a leading `/` is allowed).
+///
+/// # Errors
+/// Returns an error when no cgroup v2 mount is found or the cgroup does not exist.
+pub fn cgroup_dir(cgroup: &str) -> Result<PathBuf, Error> {
+    let root = cgroup::cgroup2_mount()
+        .map_err(|e| Error::io("finding the cgroup v2 mount in /proc/mounts", e))?;
+    let dir = root.join(cgroup.trim_start_matches('/'));
+    if !dir.is_dir() {
+        return Err(Error::attach(
+            format!("cgroup {cgroup}"),
+            format!(
+                "{} does not exist; create it (mkdir) or fix the cgroup statement",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+pub(crate) fn attach(
+    pins: &Pins,
+    cgroup: &str,
+    hook: SockAddrHook,
+    _policy: AttachPolicy,
+    prog: &LoadedProgram,
+) -> Result<Outcome, Error> {
+    let target = format!("cgroup {cgroup} ({})", hook.name());
+    let dir = cgroup_dir(cgroup)?;
+    let cgroup_id = cgroup::cgroup_id(&dir)
+        .map_err(|e| Error::io(format!("{target}: reading the cgroup id"), e))?;
+
+    if let Some(link) = open_pin(&pins.link)? {
+        match bpf::link_info(link.as_fd()) {
+            Ok(info) if matches!(info.target, bpf::LinkInfoTarget::Cgroup { cgroup_id: id, .. } if id == cgroup_id) =>
+            {
+                if prog_tag(info.prog_id)? == Some(prog.tag) {
+                    return Ok(Outcome::Unchanged);
+                }
+                let previous = bpf::prog_fd_by_id(info.prog_id)
+                    .map_err(|e| Error::bpf(format!("prog id {}", info.prog_id), e))?;
+                bpf::link_update(link.as_fd(), prog.fd.as_fd(), Some(previous.as_fd()))
+                    .map_err(|e| Error::bpf(format!("{target}: replacing program"), e))?;
+                log::info!(
+                    "{target}: program replaced (id {} -> {})",
+                    info.prog_id,
+                    prog.id
+                );
+                return Ok(Outcome::Replaced { previous });
+            }
+            // The cgroup was removed and re-created: the old link is defunct.
+            _ => remove_pin(&pins.link)?,
+        }
+    }
+    if !bpf::features().cgroup_link {
+        return Err(Error::Feature {
+            feature: "cgroup bpf_link".into(),
+            problem: format!(
+                "{target}: weir attaches sock_addr programs only through cgroup links"
+            ),
+        });
+    }
+    let dir_fd = cgroup::open_dir(&dir)
+        .map_err(|e| Error::io(format!("{target}: opening {}", dir.display()), e))?;
+    let link = bpf::link_create(
+        prog.fd.as_fd(),
+        bpf::LinkTarget::Fd(dir_fd.as_fd()),
+        hook.attach_type(),
+        0,
+    )
+    .map_err(|e| Error::bpf(format!("{target}: attaching '{}'", prog.spec.name), e))?;
+    pin(link.as_fd(), &pins.link)?;
+    log::info!(
+        "{target}: program '{}' (id {}) attached by cgroup link",
+        prog.spec.name,
+        prog.id
+    );
+    Ok(Outcome::Created)
+}
+
+pub(crate) fn replace_back(pins: &Pins, previous: BorrowedFd<'_>) -> Result<(), Error> {
+    let link = open_pin(&pins.link)?
+        .ok_or_else(|| Error::attach(pins.link.display().to_string(), "link pin vanished"))?;
+    bpf::link_update(link.as_fd(), previous, None)
+        .map_err(|e| Error::bpf("restoring cgroup program", e))
+}
+
+pub(crate) fn detach(pins: &Pins) -> Result<(), Error> {
+    detach_link_pin(&pins.link)
+}

@@ -1,0 +1,469 @@
+//! load / apply / unload / status as reconcile steps over what is pinned.
+//!
+//! There is no daemon: the pinned maps and links under the pin directory *are* the state. `load`
+//! converges the kernel to the config (running it twice changes nothing the second time: programs
+//! whose code is already attached are recognised by their kernel tag), and undoes its own steps if
+//! any step fails, so a failed load leaves the previous dataplane in force. `unload` removes
+//! everything weir pinned and attached, and nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR};
+use crate::config::{AttachPolicy, Config, XdpMode};
+use crate::embedded;
+use crate::error::Error;
+use crate::maps::{self, MapSet, MAPS_DIR};
+use crate::object::{self, EmbeddedObject, LoadedProgram, VerifiedObject};
+use crate::sys::{bpf, bpffs};
+
+/// Where weir pins its state unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/weir";
+/// Where bpffs is (or gets) mounted.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// One weir dataplane, identified by its pin directory.
+#[derive(Debug, Clone)]
+pub struct Dataplane {
+    pin_dir: PathBuf,
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+/// What one attachment step did, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Already attached with the same code.
+    Unchanged,
+    /// Newly attached.
+    Attached,
+    /// Program replaced in place (link update / netlink replace).
+    Replaced,
+    /// Detached because the config no longer asks for it.
+    Detached,
+}
+
+/// The result of `weir load`.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Each attachment and what happened to it.
+    pub attachments: Vec<(String, String, Change)>,
+    /// Maps created (new) in this run.
+    pub maps_created: Vec<String>,
+    /// Maps reused from pins (contents kept).
+    pub maps_reused: Vec<String>,
+}
+
+impl LoadReport {
+    /// True when the run changed nothing in the kernel.
+    pub fn is_noop(&self) -> bool {
+        self.maps_created.is_empty()
+            && self
+                .attachments
+                .iter()
+                .all(|(_, _, c)| *c == Change::Unchanged)
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (point, prog, change) in &self.attachments {
+            let what = match change {
+                Change::Unchanged => "unchanged",
+                Change::Attached => "attached",
+                Change::Replaced => "replaced",
+                Change::Detached => "detached",
+            };
+            writeln!(f, "{point}: {prog} {what}")?;
+        }
+        if !self.maps_created.is_empty() {
+            writeln!(f, "maps created: {}", self.maps_created.join(", "))?;
+        }
+        if !self.maps_reused.is_empty() {
+            writeln!(f, "maps reused: {}", self.maps_reused.join(", "))?;
+        }
+        if self.is_noop() {
+            writeln!(f, "nothing to do: the dataplane already matches the config")?;
+        }
+        Ok(())
+    }
+}
+
+/// An exclusive lock on the pin directory, so two weir commands never interleave. Released when
+/// dropped (or when the process dies: a SIGKILLed weir never leaves a stale lock behind).
+struct PinDirLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+
+impl PinDirLock {
+    fn take(dir: &Path) -> Result<Self, Error> {
+        let f = fs::File::open(dir)
+            .map_err(|e| Error::io(format!("opening pin dir {}", dir.display()), e))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io(format!("locking pin dir {}", dir.display()), e.into()))?;
+        Ok(Self(lock))
+    }
+}
+
+impl Dataplane {
+    /// A dataplane with the embedded objects, pinned at `pin_dir`.
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        let objects = embedded::OBJECTS
+            .iter()
+            .map(|o| (o.name.to_owned(), o.bytes.to_vec()))
+            .collect();
+        Self {
+            pin_dir: pin_dir.into(),
+            objects,
+        }
+    }
+
+    /// A dataplane with other objects (tests use this to load broken ones).
+    pub fn with_objects(pin_dir: impl Into<PathBuf>, objects: Vec<(String, Vec<u8>)>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+            objects,
+        }
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    fn verified(&self) -> Result<Vec<VerifiedObject>, Error> {
+        self.objects
+            .iter()
+            .map(|(name, bytes)| object::parse_and_verify(name, bytes))
+            .collect()
+    }
+
+    /// The attachments `cfg` asks for, with the program each runs, in the order of the config's
+    /// lines (so a failure is reported, and undone, in the order the user wrote things).
+    pub fn desired(cfg: &Config) -> Vec<Desired> {
+        let mut out: Vec<(u32, Desired)> = Vec::new();
+        for i in &cfg.interfaces {
+            let line = i.span.line;
+            if i.xdp != XdpMode::Off {
+                out.push((
+                    line,
+                    Desired {
+                        point: AttachPoint::Xdp {
+                            ifname: i.name.clone(),
+                            generic: i.xdp == XdpMode::Generic,
+                        },
+                        program: embedded::PROG_XDP.into(),
+                        policy: i.attach,
+                    },
+                ));
+            }
+            if i.tc {
+                for (egress, program) in [
+                    (false, embedded::PROG_TC_INGRESS),
+                    (true, embedded::PROG_TC_EGRESS),
+                ] {
+                    out.push((
+                        line,
+                        Desired {
+                            point: AttachPoint::Tc {
+                                ifname: i.name.clone(),
+                                egress,
+                            },
+                            program: program.into(),
+                            policy: i.attach,
+                        },
+                    ));
+                }
+            }
+        }
+        for c in &cfg.cgroups {
+            for (program, hook) in embedded::PROGS_SOCK {
+                out.push((
+                    c.span.line,
+                    Desired {
+                        point: AttachPoint::Cgroup {
+                            cgroup: c.path.trim_start_matches('/').to_owned(),
+                            hook: *hook,
+                        },
+                        program: (*program).into(),
+                        policy: c.attach,
+                    },
+                ));
+            }
+        }
+        out.sort_by_key(|(line, _)| *line);
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    fn prepare_pin_dir(&self) -> Result<bool, Error> {
+        if self.pin_dir.starts_with(BPFFS_ROOT) {
+            let mounted = bpffs::ensure_mounted(Path::new(BPFFS_ROOT))
+                .map_err(|e| Error::io(format!("mounting bpffs at {BPFFS_ROOT}"), e))?;
+            if mounted {
+                log::info!("mounted bpffs at {BPFFS_ROOT}");
+            }
+        }
+        let existed = self.pin_dir.is_dir();
+        bpffs::ensure_pin_dir(&self.pin_dir)
+            .map_err(|e| Error::io(format!("preparing pin dir {}", self.pin_dir.display()), e))?;
+        for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR] {
+            let p = self.pin_dir.join(sub);
+            if !p.is_dir() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+            }
+        }
+        Ok(!existed)
+    }
+
+    /// Converges the kernel to `cfg`: maps created or reused, programs loaded, attachments made,
+    /// replaced or removed. On error, every step of this run is undone.
+    ///
+    /// # Errors
+    /// Any verification, map, verifier or attach error, naming what it is about.
+    pub fn load(&self, cfg: &Config) -> Result<LoadReport, Error> {
+        let objects = self.verified()?;
+        let desired = Self::desired(cfg);
+        let created_dir = self.prepare_pin_dir()?;
+        let _lock = PinDirLock::take(&self.pin_dir)?;
+        let mut maps = MapSet::pinned(&self.pin_dir);
+        let result = self.load_locked(objects, &desired, &mut maps);
+        if result.is_err() {
+            for pin in maps.created_pins() {
+                let _ = fs::remove_file(&pin);
+            }
+            if created_dir {
+                let _ = remove_tree(&self.pin_dir);
+            }
+        }
+        result
+    }
+
+    fn load_locked(
+        &self,
+        objects: Vec<VerifiedObject>,
+        desired: &[Desired],
+        maps: &mut MapSet,
+    ) -> Result<LoadReport, Error> {
+        let needed: BTreeSet<&str> = desired.iter().map(|d| d.program.as_str()).collect();
+        let mut programs: BTreeMap<String, LoadedProgram> = BTreeMap::new();
+        for obj in objects {
+            if !obj
+                .programs
+                .iter()
+                .any(|p| needed.contains(p.name.as_str()))
+            {
+                continue;
+            }
+            for p in obj.load(maps)? {
+                programs.insert(p.spec.name.clone(), p);
+            }
+        }
+        let mut report = LoadReport::default();
+        for m in maps.iter() {
+            let list = if m.reused {
+                &mut report.maps_reused
+            } else {
+                &mut report.maps_created
+            };
+            list.push(m.def.name.to_owned());
+        }
+
+        let mut done: Vec<(AttachPoint, Outcome)> = Vec::new();
+        let attach_all = |done: &mut Vec<(AttachPoint, Outcome)>,
+                          report: &mut LoadReport|
+         -> Result<(), Error> {
+            for want in desired {
+                let prog = programs.get(&want.program).ok_or_else(|| {
+                    Error::attach(
+                        want.point.describe(),
+                        format!("no embedded program named '{}'", want.program),
+                    )
+                })?;
+                let outcome = attach::attach(&self.pin_dir, want, prog)?;
+                let change = match outcome {
+                    Outcome::Unchanged => Change::Unchanged,
+                    Outcome::Created => Change::Attached,
+                    Outcome::Replaced { .. } => Change::Replaced,
+                };
+                report
+                    .attachments
+                    .push((want.point.describe(), want.program.clone(), change));
+                done.push((want.point.clone(), outcome));
+            }
+            Ok(())
+        };
+        if let Err(e) = attach_all(&mut done, &mut report) {
+            for (point, outcome) in done.into_iter().rev() {
+                if let Err(undo) = attach::undo(&self.pin_dir, &point, outcome) {
+                    log::error!("{}: undoing after a failed load: {undo}", point.describe());
+                }
+            }
+            return Err(e);
+        }
+
+        // Attachments pinned earlier that the config no longer asks for.
+        let wanted: BTreeSet<String> = desired.iter().map(|d| d.point.pin_name()).collect();
+        for point in self.pinned_points()? {
+            if !wanted.contains(&point.pin_name()) {
+                attach::detach(&self.pin_dir, &point)?;
+                report
+                    .attachments
+                    .push((point.describe(), String::new(), Change::Detached));
+            }
+        }
+        Ok(report)
+    }
+
+    /// The attachment points weir has pins for.
+    fn pinned_points(&self) -> Result<Vec<AttachPoint>, Error> {
+        let mut seen = BTreeMap::new();
+        for sub in [LINKS_DIR, LEGACY_DIR] {
+            for name in list_dir(&self.pin_dir.join(sub))? {
+                if let Some(point) = AttachPoint::from_pin_name(&name) {
+                    seen.insert(point.pin_name(), point);
+                }
+            }
+        }
+        Ok(seen.into_values().collect())
+    }
+
+    /// Updates map contents from `cfg` without attaching or detaching anything.
+    ///
+    /// # Errors
+    /// Returns an error when weir is not loaded at this pin dir, or a map write fails.
+    pub fn apply(&self, cfg: &Config) -> Result<usize, Error> {
+        if !self.pin_dir.join(MAPS_DIR).is_dir() {
+            return Err(Error::Environment(format!(
+                "weir is not loaded at {} (run `weir load` first)",
+                self.pin_dir.display()
+            )));
+        }
+        let _lock = PinDirLock::take(&self.pin_dir)?;
+        // The loader issue's programs keep no config-derived map entries; capabilities that do
+        // (deny lists, policies, services) compute and write their differences here.
+        let _ = cfg;
+        Ok(0)
+    }
+
+    /// Removes every attachment and pin weir made at this pin dir. Attachments of others stay.
+    ///
+    /// # Errors
+    /// Returns the first detach error after trying every attachment.
+    pub fn unload(&self) -> Result<Vec<String>, Error> {
+        if !self.pin_dir.exists() {
+            return Ok(Vec::new());
+        }
+        let lock = PinDirLock::take(&self.pin_dir)?;
+        let mut removed = Vec::new();
+        let mut first_err = None;
+        for point in self.pinned_points()? {
+            match attach::detach(&self.pin_dir, &point) {
+                Ok(()) => removed.push(point.describe()),
+                Err(e) => {
+                    log::error!("{}: {e}", point.describe());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // clsact markers whose filters were already gone.
+        for name in list_dir(&self.pin_dir.join(LEGACY_DIR))? {
+            if let Some(ifname) = name.strip_prefix("clsact@") {
+                let point = AttachPoint::Tc {
+                    ifname: ifname.to_owned(),
+                    egress: false,
+                };
+                if let Err(e) = attach::detach(&self.pin_dir, &point) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for name in list_dir(&self.pin_dir.join(MAPS_DIR))? {
+            removed.push(format!("map {name}"));
+        }
+        drop(lock);
+        remove_tree(&self.pin_dir)?;
+        Ok(removed)
+    }
+
+    /// Reads what is attached, the maps and their counters.
+    ///
+    /// # Errors
+    /// Returns an error when a pin cannot be read.
+    pub fn status(&self) -> Result<crate::status::Status, Error> {
+        crate::status::read(&self.pin_dir)
+    }
+
+    /// Verifies every object and loads every program into the kernel's verifier with temporary
+    /// maps, attaching nothing. Returns `(object, program, instruction count)` per program.
+    ///
+    /// # Errors
+    /// The first verification or verifier error.
+    pub fn verify(&self) -> Result<Vec<(String, String, u32)>, Error> {
+        let mut out = Vec::new();
+        for obj in self.verified()? {
+            let name = obj.name.clone();
+            let mut maps = MapSet::ephemeral();
+            for p in obj.load(&mut maps)? {
+                let info = bpf::prog_info(p.fd.as_fd())
+                    .map_err(|e| Error::bpf(format!("prog '{}'", p.spec.name), e))?;
+                out.push((name.clone(), p.spec.name.clone(), info.xlated_len / 8));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The embedded objects, for `weir verify` output and tests.
+pub fn embedded_objects() -> &'static [EmbeddedObject] {
+    embedded::OBJECTS
+}
+
+/// Names of the entries of `dir` (empty when it does not exist).
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            Ok(names)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
+    }
+}
+
+/// Removes the pin dir: map pins, then the (now empty) directories.
+fn remove_tree(dir: &Path) -> Result<(), Error> {
+    for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR] {
+        let p = dir.join(sub);
+        for name in list_dir(&p)? {
+            if sub == MAPS_DIR && maps::parse_pin_name(&name).is_none() {
+                log::warn!("{}: not a weir pin, left alone", p.join(&name).display());
+                continue;
+            }
+            attach::remove_pin(&p.join(name))?;
+        }
+        match fs::remove_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", p.display()), e)),
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing pin dir {}", dir.display()), e)),
+    }
+}
+
+/// The default attach policy, re-exported for callers building configs in code.
+pub const DEFAULT_POLICY: AttachPolicy = AttachPolicy::Auto;

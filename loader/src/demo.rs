@@ -1,0 +1,348 @@
+//! `weir demo`: the whole dataplane on real traffic in a sandbox that it builds and removes.
+//!
+//! The client runs as a separate process (weir itself, with the hidden `__demo-client` command),
+//! because cgroup membership is per process: the connect-time hooks only see sockets of processes
+//! inside the demo cgroup, and weir must not move itself there.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config;
+use crate::dataplane::Dataplane;
+use crate::error::Error;
+use crate::sandbox::{Sandbox, ADDR_B4, ADDR_B6};
+use crate::status::Status;
+use crate::sys::netns;
+
+/// TCP echo port of the demo server.
+pub const TCP_PORT: u16 = 7001;
+/// UDP echo port of the demo server.
+pub const UDP_PORT: u16 = 7002;
+/// Connections/datagrams per kind the demo client makes.
+pub const ROUNDS: u32 = 5;
+
+/// The demo's config, for a sandbox.
+pub fn demo_config(sb: &Sandbox) -> String {
+    format!(
+        "# weir demo: XDP and TC on the host side of the veth, connect-time hooks on the demo cgroup\n\
+         interface {} role=host xdp=native tc=on\n\
+         cgroup {}\n",
+        sb.veth_b, sb.cgroup
+    )
+}
+
+/// An echo server (TCP and UDP, v4 and v6) on a thread inside a namespace, until dropped.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// Starts the server inside the namespace `netns_fd` is a handle of.
+    ///
+    /// # Errors
+    /// Returns an error when the sockets cannot be bound.
+    pub fn start(netns_fd: std::os::fd::BorrowedFd<'_>) -> Result<Self, Error> {
+        let (tcp, udp) = netns::run_in(netns_fd, || -> std::io::Result<_> {
+            // [::] is dual-stack on Linux (bindv6only=0 in a fresh namespace).
+            let tcp = TcpListener::bind(("::", TCP_PORT))?;
+            tcp.set_nonblocking(true)?;
+            let udp = UdpSocket::bind(("::", UDP_PORT))?;
+            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok((tcp, udp))
+        })
+        .map_err(|e| Error::io("demo server: binding echo sockets", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s1 = stop.clone();
+        let tcp_thread = std::thread::spawn(move || {
+            while !s1.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 256];
+                        if let Ok(n) = conn.read(&mut buf) {
+                            let _ = conn.write_all(&buf[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let s2 = stop.clone();
+        let udp_thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            threads: vec![tcp_thread, udp_thread],
+        })
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the demo client (weir's hidden `__demo-client` command) inside `sb`'s cgroup and client
+/// namespace, and returns its output.
+///
+/// # Errors
+/// Returns an error when the client cannot be started or fails.
+pub fn run_client(weir_exe: &Path, sb: &Sandbox, rounds: u32) -> Result<String, Error> {
+    let out = Command::new(weir_exe)
+        .arg("__demo-client")
+        .arg(sb.cgroup_dir.join("cgroup.procs"))
+        .arg(&sb.ns_a)
+        .arg(rounds.to_string())
+        .output()
+        .map_err(|e| {
+            Error::io(
+                format!("starting the demo client {}", weir_exe.display()),
+                e,
+            )
+        })?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(Error::Environment(format!(
+            "demo client failed ({}): {}",
+            out.status,
+            text.trim()
+        )));
+    }
+    Ok(text)
+}
+
+/// The hidden `__demo-client CGROUP_PROCS NETNS ROUNDS` command: joins the cgroup and namespace,
+/// then makes ROUNDS TCP echo exchanges over IPv4 and over IPv6, and ROUNDS connected-UDP ones.
+pub fn client_main(args: &[String]) -> i32 {
+    match client(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("demo client: {e}");
+            1
+        }
+    }
+}
+
+fn client(args: &[String]) -> Result<(), String> {
+    let [procs, ns, rounds] = args else {
+        return Err("usage: weir __demo-client CGROUP_PROCS NETNS ROUNDS".into());
+    };
+    let rounds: u32 = rounds
+        .parse()
+        .map_err(|_| format!("bad ROUNDS '{rounds}'"))?;
+    std::fs::write(procs, std::process::id().to_string())
+        .map_err(|e| format!("joining cgroup via {procs}: {e}"))?;
+    let fd = netns::open(ns).map_err(|e| format!("opening netns {ns}: {e}"))?;
+    netns::enter(fd.as_fd()).map_err(|e| format!("entering netns {ns}: {e}"))?;
+    let timeout = Duration::from_secs(3);
+    for ip in [IpAddr::from(ADDR_B4), IpAddr::from(ADDR_B6)] {
+        for i in 0..rounds {
+            let to = SocketAddr::new(ip, TCP_PORT);
+            let mut s = TcpStream::connect_timeout(&to, timeout)
+                .map_err(|e| format!("tcp connect {to}: {e}"))?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            let msg = format!("hello {i}");
+            s.write_all(msg.as_bytes())
+                .map_err(|e| format!("tcp send {to}: {e}"))?;
+            let mut buf = [0u8; 64];
+            let n = s
+                .read(&mut buf)
+                .map_err(|e| format!("tcp receive {to}: {e}"))?;
+            if &buf[..n] != msg.as_bytes() {
+                return Err(format!("tcp {to}: echo mismatch"));
+            }
+        }
+        println!("tcp {ip}: {rounds} echo exchanges");
+    }
+    for i in 0..rounds {
+        let to = SocketAddr::new(ADDR_B4.into(), UDP_PORT);
+        let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.connect(to)
+            .map_err(|e| format!("udp connect {to}: {e}"))?;
+        let msg = format!("ping {i}");
+        s.send(msg.as_bytes())
+            .map_err(|e| format!("udp send {to}: {e}"))?;
+        let mut buf = [0u8; 64];
+        let n = s
+            .recv(&mut buf)
+            .map_err(|e| format!("udp receive {to}: {e}"))?;
+        if &buf[..n] != msg.as_bytes() {
+            return Err(format!("udp {to}: echo mismatch"));
+        }
+    }
+    println!("udp {}: {rounds} echo exchanges", ADDR_B4);
+    Ok(())
+}
+
+fn counter(st: &Status, ifname: &str, hook: &str) -> u64 {
+    st.if_counters
+        .iter()
+        .find(|c| c.interface == ifname && c.hook == hook)
+        .map(|c| c.counter.packets)
+        .unwrap_or(0)
+}
+
+fn sock(st: &Status, hook: &str) -> u64 {
+    st.sock_counters
+        .iter()
+        .find(|(h, _)| h == hook)
+        .map(|(_, n)| *n)
+        .unwrap_or(0)
+}
+
+/// Runs the demo, writing what happens to `out`.
+///
+/// # Errors
+/// Returns an error when any step fails; the sandbox is removed in every case.
+pub fn run(out: &mut dyn Write) -> Result<(), Error> {
+    let w = |out: &mut dyn Write, s: String| {
+        let _ = writeln!(out, "{s}");
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the weir executable", e))?;
+    let sb = Sandbox::new("dm")?;
+    w(
+        out,
+        format!(
+            "sandbox: namespaces {} (client) and {} (host), veth {} <-> {}, cgroup {}",
+            sb.ns_a, sb.ns_b, sb.veth_a, sb.veth_b, sb.cgroup
+        ),
+    );
+    let text = demo_config(&sb);
+    w(
+        out,
+        format!(
+            "config:\n{}",
+            text.lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    );
+    let cfg = config::parse("<demo>", &text)?;
+    let b = sb.netns_fd(&sb.ns_b)?;
+    let dp = Dataplane::new(sb.pin_dir.clone());
+
+    let report = netns::run_in(b.as_fd(), || dp.load(&cfg))?;
+    w(
+        out,
+        format!(
+            "weir load (pin dir {}):\n{}",
+            sb.pin_dir.display(),
+            indent(&report.to_string())
+        ),
+    );
+    let again = netns::run_in(b.as_fd(), || dp.load(&cfg))?;
+    w(
+        out,
+        format!(
+            "weir load again: {}",
+            if again.is_noop() {
+                "no-op"
+            } else {
+                "CHANGED SOMETHING"
+            }
+        ),
+    );
+    if !again.is_noop() {
+        return Err(Error::Environment(format!(
+            "second load was not a no-op:\n{again}"
+        )));
+    }
+
+    {
+        let _server = EchoServer::start(b.as_fd())?;
+        let client_out = run_client(&exe, &sb, ROUNDS)?;
+        w(
+            out,
+            format!(
+                "traffic from a client process in cgroup {}:\n{}",
+                sb.cgroup,
+                indent(&client_out)
+            ),
+        );
+    }
+
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    w(out, format!("weir status:\n{}", indent(&st.to_string())));
+    let checks = [
+        (
+            "XDP saw the client's packets on the host veth",
+            counter(&st, &sb.veth_b, "xdp") > 0,
+        ),
+        (
+            "TC ingress saw them too",
+            counter(&st, &sb.veth_b, "tc-ingress") > 0,
+        ),
+        (
+            "TC egress saw the replies",
+            counter(&st, &sb.veth_b, "tc-egress") > 0,
+        ),
+        (
+            "connect4 ran for every IPv4 connect (TCP and UDP)",
+            sock(&st, "connect4") == 2 * u64::from(ROUNDS),
+        ),
+        (
+            "connect6 ran for every IPv6 connect",
+            sock(&st, "connect6") == u64::from(ROUNDS),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (what, ok) in checks {
+        w(
+            out,
+            format!("  [{}] {what}", if ok { "ok" } else { "FAILED" }),
+        );
+        if !ok {
+            failed.push(what);
+        }
+    }
+
+    let removed = netns::run_in(b.as_fd(), || dp.unload())?;
+    w(
+        out,
+        format!(
+            "weir unload: removed {} pins and attachments; pin dir gone: {}",
+            removed.len(),
+            !sb.pin_dir.exists()
+        ),
+    );
+    drop(sb);
+    w(out, "sandbox removed".into());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Environment(format!(
+            "demo checks failed: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,5 @@
+//! The `weir` command.
+
+fn main() {
+    std::process::exit(weir::cli::main());
+}

@@ -1,0 +1,295 @@
+//! `weir status`: what is attached where (program ids, link ids), the maps with their fill levels,
+//! and the counters, read from the pins and the kernel, never from a record weir keeps itself.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use maps_schema::{Codec, Counter, IfKey, MapType};
+
+use crate::attach::{open_pin, AttachPoint, LEGACY_DIR, LINKS_DIR};
+use crate::dataplane::list_dir;
+use crate::error::Error;
+use crate::maps::{parse_pin_name, MAPS_DIR};
+use crate::sys::bpf;
+use crate::sys::netlink::Netlink;
+
+/// One attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentStatus {
+    /// Its pin name, e.g. `tc-ingress@veth0`.
+    pub pin: String,
+    /// `link` (pinned bpf_link) or `netlink`.
+    pub via: &'static str,
+    /// The link id, for bpf_link attachments.
+    pub link_id: Option<u32>,
+    /// The program id.
+    pub prog_id: u32,
+    /// The program name.
+    pub prog_name: String,
+    /// How often the program ran (needs `kernel.bpf_stats_enabled=1`, else 0).
+    pub run_cnt: u64,
+}
+
+/// One pinned map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapStatus {
+    /// Map name.
+    pub name: String,
+    /// Layout version from its pin name.
+    pub version: u32,
+    /// Kernel map id.
+    pub id: u32,
+    /// Kernel map type name.
+    pub kind: String,
+    /// Entries present (for arrays: the capacity, every slot exists).
+    pub entries: u32,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// Per-interface packet counters (XDP / TC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfCounter {
+    /// Interface name (or `ifindex N` when it is not in this namespace).
+    pub interface: String,
+    /// `xdp`, `tc-ingress`, `tc-egress`.
+    pub hook: String,
+    /// The counter, summed over CPUs.
+    pub counter: Counter,
+}
+
+/// Everything `weir status` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The pin directory.
+    pub pin_dir: String,
+    /// True when a dataplane is loaded there.
+    pub loaded: bool,
+    /// Attachments.
+    pub attachments: Vec<AttachmentStatus>,
+    /// Maps.
+    pub maps: Vec<MapStatus>,
+    /// Interface counters.
+    pub if_counters: Vec<IfCounter>,
+    /// Connect-time hook call counters: (hook, calls).
+    pub sock_counters: Vec<(String, u64)>,
+}
+
+fn hook_name(hook: u32) -> String {
+    match hook {
+        maps_schema::hook::XDP => "xdp".into(),
+        maps_schema::hook::TC_INGRESS => "tc-ingress".into(),
+        maps_schema::hook::TC_EGRESS => "tc-egress".into(),
+        other => format!("hook {other}"),
+    }
+}
+
+fn sock_hook_name(index: u32) -> String {
+    match index {
+        maps_schema::sock_hook::CONNECT4 => "connect4".into(),
+        maps_schema::sock_hook::CONNECT6 => "connect6".into(),
+        other => format!("sock hook {other}"),
+    }
+}
+
+/// Counts the keys of a map by walking them.
+fn count_entries(fd: BorrowedFd<'_>, key_size: u32) -> Result<u32, bpf::BpfError> {
+    let mut key: Option<Vec<u8>> = None;
+    let mut next = vec![0u8; key_size as usize];
+    let mut n = 0u32;
+    while bpf::map_next_key(fd, key.as_deref(), &mut next)? {
+        n += 1;
+        key = Some(next.clone());
+        if n == u32::MAX {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// Reads one per-CPU value and sums it.
+fn read_percpu_counter(
+    fd: BorrowedFd<'_>,
+    key: &[u8],
+    ncpus: u32,
+) -> Result<Option<Counter>, Error> {
+    let slot = (Counter::LAYOUT.size as usize).div_ceil(8) * 8;
+    let mut value = vec![0u8; slot * ncpus as usize];
+    if !bpf::map_lookup(fd, key, &mut value).map_err(|e| Error::bpf("reading counters", e))? {
+        return Ok(None);
+    }
+    let per_cpu = maps_schema::decode_per_cpu::<Counter>(&value, ncpus as usize)
+        .map_err(|e| Error::map("counters", e.to_string()))?;
+    Ok(Some(Counter::sum(&per_cpu)))
+}
+
+/// Reads the status of the dataplane pinned at `pin_dir`.
+///
+/// # Errors
+/// Returns an error when a pin exists but cannot be read.
+pub fn read(pin_dir: &Path) -> Result<Status, Error> {
+    let mut st = Status {
+        pin_dir: pin_dir.display().to_string(),
+        ..Status::default()
+    };
+    if !pin_dir.is_dir() {
+        return Ok(st);
+    }
+    st.loaded = true;
+    for (sub, via) in [(LINKS_DIR, "link"), (LEGACY_DIR, "netlink")] {
+        for name in list_dir(&pin_dir.join(sub))? {
+            if AttachPoint::from_pin_name(&name).is_none() {
+                continue;
+            }
+            let Some(fd) = open_pin(&pin_dir.join(sub).join(&name))? else {
+                continue;
+            };
+            let (link_id, prog_id) = if via == "link" {
+                let info = bpf::link_info(fd.as_fd())
+                    .map_err(|e| Error::bpf(format!("link {name}"), e))?;
+                (Some(info.id), info.prog_id)
+            } else {
+                (
+                    None,
+                    bpf::prog_info(fd.as_fd())
+                        .map_err(|e| Error::bpf(format!("prog {name}"), e))?
+                        .id,
+                )
+            };
+            let info = bpf::prog_fd_by_id(prog_id)
+                .and_then(|p| bpf::prog_info(p.as_fd()))
+                .ok();
+            st.attachments.push(AttachmentStatus {
+                pin: name,
+                via,
+                link_id,
+                prog_id,
+                prog_name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+                run_cnt: info.map(|i| i.run_cnt).unwrap_or(0),
+            });
+        }
+    }
+    let ncpus = bpf::possible_cpus()
+        .map_err(|e| Error::io("reading /sys/devices/system/cpu/possible", e))?;
+    let mut nl = Netlink::open().ok();
+    for file in list_dir(&pin_dir.join(MAPS_DIR))? {
+        let Some((name, version)) = parse_pin_name(&file) else {
+            continue;
+        };
+        let Some(fd) = open_pin(&pin_dir.join(MAPS_DIR).join(&file))? else {
+            continue;
+        };
+        let info = bpf::map_info(fd.as_fd()).map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
+        let kind = MapType::from_u32(info.map_type)
+            .map(|t| t.name().to_owned())
+            .unwrap_or_else(|| format!("type {}", info.map_type));
+        let is_array = matches!(
+            MapType::from_u32(info.map_type),
+            Some(MapType::Array | MapType::PerCpuArray)
+        );
+        let entries = if is_array {
+            info.max_entries
+        } else {
+            count_entries(fd.as_fd(), info.key_size)
+                .map_err(|e| Error::bpf(format!("map '{name}'"), e))?
+        };
+        st.maps.push(MapStatus {
+            name: name.to_owned(),
+            version,
+            id: info.id,
+            kind,
+            entries,
+            max_entries: info.max_entries,
+        });
+        match name {
+            "if_counters" => {
+                let mut key: Option<Vec<u8>> = None;
+                let mut next = vec![0u8; info.key_size as usize];
+                while bpf::map_next_key(fd.as_fd(), key.as_deref(), &mut next)
+                    .map_err(|e| Error::bpf("map 'if_counters'", e))?
+                {
+                    key = Some(next.clone());
+                    let Ok(k) = IfKey::decode(&next) else {
+                        continue;
+                    };
+                    let Some(counter) = read_percpu_counter(fd.as_fd(), &next, ncpus)? else {
+                        continue;
+                    };
+                    let interface = nl
+                        .as_mut()
+                        .and_then(|nl| nl.link_name(k.ifindex).ok().flatten())
+                        .unwrap_or_else(|| format!("ifindex {}", k.ifindex));
+                    st.if_counters.push(IfCounter {
+                        interface,
+                        hook: hook_name(k.hook),
+                        counter,
+                    });
+                }
+            }
+            "sock_counters" => {
+                for index in 0..info.max_entries {
+                    let Some(c) = read_percpu_counter(fd.as_fd(), &index.encode(), ncpus)? else {
+                        continue;
+                    };
+                    if c.packets > 0 {
+                        st.sock_counters.push((sock_hook_name(index), c.packets));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    st.if_counters
+        .sort_by(|a, b| (&a.interface, &a.hook).cmp(&(&b.interface, &b.hook)));
+    Ok(st)
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.loaded {
+            return writeln!(f, "weir is not loaded (no pin dir at {})", self.pin_dir);
+        }
+        writeln!(f, "pin dir: {}", self.pin_dir)?;
+        writeln!(f, "attachments:")?;
+        if self.attachments.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for a in &self.attachments {
+            let link = a
+                .link_id
+                .map(|id| format!(" link {id}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  {:<28} via {:<7} prog {} '{}'{link}",
+                a.pin, a.via, a.prog_id, a.prog_name
+            )?;
+        }
+        writeln!(f, "maps:")?;
+        for m in &self.maps {
+            writeln!(
+                f,
+                "  {:<16} v{} id {:<6} {:<14} {}/{} entries",
+                m.name, m.version, m.id, m.kind, m.entries, m.max_entries
+            )?;
+        }
+        if !self.if_counters.is_empty() {
+            writeln!(f, "interface counters:")?;
+            for c in &self.if_counters {
+                writeln!(
+                    f,
+                    "  {:<16} {:<11} {} packets, {} bytes",
+                    c.interface, c.hook, c.counter.packets, c.counter.bytes
+                )?;
+            }
+        }
+        if !self.sock_counters.is_empty() {
+            writeln!(f, "connect-time counters:")?;
+            for (hook, n) in &self.sock_counters {
+                writeln!(f, "  {hook:<16} {n} calls")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Every syscall weir makes, and the only module with `unsafe`. Each wrapper is thin and typed,
+//! and its error names the call that failed.
+
+pub mod bpf;
+pub mod bpffs;
+pub mod cgroup;
+pub mod netlink;
+pub mod netns;

@@ -1,0 +1,564 @@
+//! The single source of truth for every weir BPF map.
+//!
+//! Each map's type, key and value layout, size and flags are declared once, in [`MAPS`]. From that
+//! one table come:
+//! - the C header `programs/include/weir_maps.h` ([`c_header`]), whose `WEIR_DEFINE_MAP_*` macros
+//!   are the only way the BPF programs define their maps, so C cannot drift from the schema;
+//! - the Rust key/value types with their byte codecs ([`Codec`]), used by the loader to check the
+//!   maps it finds in an object and to read and write entries.
+//!
+//! Adding a map: declare its key/value structs with `schema_struct!` (if they are new), add a
+//! [`MapDef`] to [`MAPS`], then run `make -C programs header` and use the new
+//! `WEIR_DEFINE_MAP_<NAME>` macro in C.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::{self, Write as _};
+
+mod header;
+
+pub use header::c_header;
+
+/// Kernel `enum bpf_map_type` values of the map types weir uses.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapType {
+    /// `BPF_MAP_TYPE_HASH`
+    Hash = 1,
+    /// `BPF_MAP_TYPE_ARRAY`
+    Array = 2,
+    /// `BPF_MAP_TYPE_PERCPU_HASH`
+    PerCpuHash = 5,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`
+    PerCpuArray = 6,
+    /// `BPF_MAP_TYPE_LRU_HASH`
+    LruHash = 9,
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`
+    LruPerCpuHash = 10,
+    /// `BPF_MAP_TYPE_LPM_TRIE`
+    LpmTrie = 11,
+    /// `BPF_MAP_TYPE_RINGBUF`
+    RingBuf = 27,
+}
+
+impl MapType {
+    /// Every map type weir knows, in kernel enum order.
+    pub const ALL: &'static [MapType] = &[
+        MapType::Hash,
+        MapType::Array,
+        MapType::PerCpuHash,
+        MapType::PerCpuArray,
+        MapType::LruHash,
+        MapType::LruPerCpuHash,
+        MapType::LpmTrie,
+        MapType::RingBuf,
+    ];
+
+    /// The map type with kernel enum value `value`, if weir knows it.
+    pub fn from_u32(value: u32) -> Option<MapType> {
+        Self::ALL.iter().copied().find(|t| *t as u32 == value)
+    }
+
+    /// The lower-case name bpftool uses, e.g. `"percpu_hash"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MapType::Hash => "hash",
+            MapType::Array => "array",
+            MapType::PerCpuHash => "percpu_hash",
+            MapType::PerCpuArray => "percpu_array",
+            MapType::LruHash => "lru_hash",
+            MapType::LruPerCpuHash => "lru_percpu_hash",
+            MapType::LpmTrie => "lpm_trie",
+            MapType::RingBuf => "ringbuf",
+        }
+    }
+
+    /// The C constant, e.g. `"BPF_MAP_TYPE_PERCPU_HASH"` (declared in `vendor-headers/weir_bpf.h`).
+    pub fn c_constant(self) -> &'static str {
+        match self {
+            MapType::Hash => "BPF_MAP_TYPE_HASH",
+            MapType::Array => "BPF_MAP_TYPE_ARRAY",
+            MapType::PerCpuHash => "BPF_MAP_TYPE_PERCPU_HASH",
+            MapType::PerCpuArray => "BPF_MAP_TYPE_PERCPU_ARRAY",
+            MapType::LruHash => "BPF_MAP_TYPE_LRU_HASH",
+            MapType::LruPerCpuHash => "BPF_MAP_TYPE_LRU_PERCPU_HASH",
+            MapType::LpmTrie => "BPF_MAP_TYPE_LPM_TRIE",
+            MapType::RingBuf => "BPF_MAP_TYPE_RINGBUF",
+        }
+    }
+
+    /// Whether user space sees one value per possible CPU (see [`decode_per_cpu`]).
+    pub fn is_percpu(self) -> bool {
+        matches!(
+            self,
+            MapType::PerCpuHash | MapType::PerCpuArray | MapType::LruPerCpuHash
+        )
+    }
+
+    /// Whether the key is an index (`__u32`) that always exists rather than a hashed key.
+    pub fn is_array(self) -> bool {
+        matches!(self, MapType::Array | MapType::PerCpuArray)
+    }
+}
+
+impl fmt::Display for MapType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Map flag values (`BPF_F_*` of `union bpf_attr.map_flags`) weir may use in [`MapDef::flags`].
+pub mod map_flags {
+    /// `BPF_F_NO_PREALLOC`: required by the kernel for LPM tries.
+    pub const NO_PREALLOC: u32 = 1 << 0;
+}
+
+/// One field of a C struct layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Field name, the same in C and Rust.
+    pub name: &'static str,
+    /// Byte offset from the start of the struct.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// C type, e.g. `"__u32"`; arrays carry their length: `"__u8[16]"`.
+    pub c_type: &'static str,
+}
+
+/// The byte layout of a map key or value, as the kernel and the C programs see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// C type name: `"__u32"` for a scalar, `"struct weir_if_key"` for a struct.
+    pub c_name: &'static str,
+    /// `sizeof` in bytes, padding included.
+    pub size: u32,
+    /// Struct fields in declaration order; empty for a scalar.
+    pub fields: &'static [Field],
+}
+
+impl Layout {
+    /// Whether this is a struct (as opposed to a scalar such as `__u32`).
+    pub fn is_struct(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    /// Bytes not covered by any field (implicit C padding).
+    pub fn padding(&self) -> u32 {
+        if !self.is_struct() {
+            return 0;
+        }
+        let covered: u32 = self.fields.iter().map(|f| f.size).sum();
+        self.size.saturating_sub(covered)
+    }
+}
+
+/// The definition of one BPF map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    /// Map name: the C symbol in `.maps` and the kernel map name (at most 15 bytes).
+    pub name: &'static str,
+    /// Kernel map type.
+    pub map_type: MapType,
+    /// Key layout.
+    pub key: Layout,
+    /// Value layout (one CPU's value for per-CPU maps).
+    pub value: Layout,
+    /// `max_entries`.
+    pub max_entries: u32,
+    /// `map_flags` (see [`map_flags`]).
+    pub flags: u32,
+    /// Bumped whenever key or value layout or meaning changes, so a pinned map of an older
+    /// layout is recognised instead of misread.
+    pub layout_version: u32,
+    /// One-line description (also emitted into the C header).
+    pub doc: &'static str,
+}
+
+impl MapDef {
+    /// The header macro that defines this map in C, e.g. `"WEIR_DEFINE_MAP_IF_COUNTERS"`.
+    pub fn c_define_macro(&self) -> String {
+        format!("WEIR_DEFINE_MAP_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// The header macro holding [`MapDef::layout_version`], e.g. `"WEIR_LAYOUT_VERSION_IF_COUNTERS"`.
+    pub fn c_layout_version_macro(&self) -> String {
+        format!("WEIR_LAYOUT_VERSION_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// Bytes per CPU slot in a per-CPU value buffer (value size rounded up to 8).
+    pub fn percpu_slot_size(&self) -> usize {
+        percpu_slot_size(self.value.size as usize)
+    }
+}
+
+/// Hook ids: the `hook` field of [`IfKey`] (`if_counters`).
+pub mod hook {
+    /// XDP on the interface.
+    pub const XDP: u32 = 0;
+    /// TC ingress on the interface.
+    pub const TC_INGRESS: u32 = 1;
+    /// TC egress on the interface.
+    pub const TC_EGRESS: u32 = 2;
+}
+
+/// Socket hook ids: the key (array index) of `sock_counters`.
+pub mod sock_hook {
+    /// cgroup `connect4`.
+    pub const CONNECT4: u32 = 0;
+    /// cgroup `connect6`.
+    pub const CONNECT6: u32 = 1;
+}
+
+/// A named integer constant shared by Rust and C (emitted as `#define`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Constant {
+    /// C macro name, e.g. `"WEIR_HOOK_XDP"`.
+    pub c_name: &'static str,
+    /// Value.
+    pub value: u32,
+}
+
+/// A documented group of [`Constant`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConstGroup {
+    /// What the constants are for (emitted as a C comment).
+    pub doc: &'static str,
+    /// The constants.
+    pub consts: &'static [Constant],
+}
+
+/// Every constant the C header defines.
+pub const CONSTANTS: &[ConstGroup] = &[
+    ConstGroup {
+        doc: "Hook ids: the hook field of struct weir_if_key (if_counters).",
+        consts: &[
+            Constant {
+                c_name: "WEIR_HOOK_XDP",
+                value: hook::XDP,
+            },
+            Constant {
+                c_name: "WEIR_HOOK_TC_INGRESS",
+                value: hook::TC_INGRESS,
+            },
+            Constant {
+                c_name: "WEIR_HOOK_TC_EGRESS",
+                value: hook::TC_EGRESS,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "Socket hook ids: the key of sock_counters.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_CONNECT4",
+                value: sock_hook::CONNECT4,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_CONNECT6",
+                value: sock_hook::CONNECT6,
+            },
+        ],
+    },
+];
+
+/// Every weir map.
+pub const MAPS: &[MapDef] = &[
+    MapDef {
+        name: "if_counters",
+        map_type: MapType::PerCpuHash,
+        key: IfKey::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: 1024,
+        flags: 0,
+        layout_version: 1,
+        doc: "Packets and bytes seen per (interface, hook), per CPU.",
+    },
+    MapDef {
+        name: "sock_counters",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: 16,
+        flags: 0,
+        layout_version: 1,
+        doc: "Calls per socket hook (index: WEIR_SOCK_HOOK_*), per CPU; bytes stays 0.",
+    },
+];
+
+/// The map named `name`, if the schema has one.
+pub fn find(name: &str) -> Option<&'static MapDef> {
+    MAPS.iter().find(|m| m.name == name)
+}
+
+/// Bytes did not have the length a type's layout requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The C name of the type being decoded.
+    pub type_name: &'static str,
+    /// Bytes required.
+    pub expected: usize,
+    /// Bytes given.
+    pub got: usize,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "decoding {}: expected {} bytes, got {}",
+            self.type_name, self.expected, self.got
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Conversion between a Rust key/value type and the bytes the kernel stores.
+pub trait Codec: Sized {
+    /// The type's layout, as in [`MapDef::key`] / [`MapDef::value`].
+    const LAYOUT: Layout;
+
+    /// The value's bytes, exactly `LAYOUT.size` long (padding zeroed).
+    fn encode(&self) -> Vec<u8>;
+
+    /// Parses exactly `LAYOUT.size` bytes. Never panics.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when `bytes` has any other length.
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// A fixed-size integer (or integer array) usable as a schema struct field.
+trait FieldType: Sized {
+    const C_TYPE: &'static str;
+    const SIZE: usize;
+    /// Writes `SIZE` bytes at the start of `out` (no-op if `out` is too short).
+    fn write(&self, out: &mut [u8]);
+    /// Reads `SIZE` bytes at the start of `bytes`, `None` if it is too short.
+    fn read(bytes: &[u8]) -> Option<Self>;
+}
+
+macro_rules! int_field_type {
+    ($($t:ty => $c:literal),* $(,)?) => {$(
+        impl FieldType for $t {
+            const C_TYPE: &'static str = $c;
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn write(&self, out: &mut [u8]) {
+                if let Some(dst) = out.get_mut(..Self::SIZE) {
+                    dst.copy_from_slice(&self.to_ne_bytes());
+                }
+            }
+            fn read(bytes: &[u8]) -> Option<Self> {
+                let src = bytes.get(..Self::SIZE)?;
+                Some(<$t>::from_ne_bytes(src.try_into().ok()?))
+            }
+        }
+    )*};
+}
+
+int_field_type!(
+    u8 => "__u8", u16 => "__u16", u32 => "__u32", u64 => "__u64",
+    i8 => "__s8", i16 => "__s16", i32 => "__s32", i64 => "__s64",
+);
+
+// Arrays need their C spelling spelled out (no const string formatting); add sizes as needed.
+macro_rules! array_field_type {
+    ($($t:ty, $n:literal => $c:literal),* $(,)?) => {$(
+        impl FieldType for [$t; $n] {
+            const C_TYPE: &'static str = $c;
+            const SIZE: usize = <$t as FieldType>::SIZE * $n;
+            fn write(&self, out: &mut [u8]) {
+                for (i, v) in self.iter().enumerate() {
+                    if let Some(dst) = out.get_mut(i * <$t as FieldType>::SIZE..) {
+                        v.write(dst);
+                    }
+                }
+            }
+            fn read(bytes: &[u8]) -> Option<Self> {
+                let mut out = [<$t>::default(); $n];
+                for (i, v) in out.iter_mut().enumerate() {
+                    *v = <$t as FieldType>::read(bytes.get(i * <$t as FieldType>::SIZE..)?)?;
+                }
+                Some(out)
+            }
+        }
+    )*};
+}
+
+array_field_type!(
+    u8, 4 => "__u8[4]", u8, 6 => "__u8[6]", u8, 16 => "__u8[16]", u32, 4 => "__u32[4]",
+);
+
+macro_rules! scalar_codec {
+    ($($t:ty),*) => {$(
+        impl Codec for $t {
+            const LAYOUT: Layout = Layout {
+                c_name: <$t as FieldType>::C_TYPE,
+                size: <$t as FieldType>::SIZE as u32,
+                fields: &[],
+            };
+            fn encode(&self) -> Vec<u8> {
+                self.to_ne_bytes().to_vec()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                let err = DecodeError {
+                    type_name: Self::LAYOUT.c_name,
+                    expected: <$t as FieldType>::SIZE,
+                    got: bytes.len(),
+                };
+                if bytes.len() != <$t as FieldType>::SIZE {
+                    return Err(err);
+                }
+                <$t as FieldType>::read(bytes).ok_or(err)
+            }
+        }
+    )*};
+}
+
+scalar_codec!(u32, u64);
+
+/// Declares a `#[repr(C)]` struct shared with C, its [`Layout`] (sizes and offsets taken from the
+/// compiler, so they cannot be mistyped) and its [`Codec`].
+macro_rules! schema_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident as $c_name:literal {
+            $( $(#[$fmeta:meta])* pub $field:ident : $fty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $fty, )*
+        }
+
+        impl Codec for $name {
+            const LAYOUT: Layout = Layout {
+                c_name: concat!("struct ", $c_name),
+                size: std::mem::size_of::<$name>() as u32,
+                fields: &[$(
+                    Field {
+                        name: stringify!($field),
+                        offset: std::mem::offset_of!($name, $field) as u32,
+                        size: <$fty as FieldType>::SIZE as u32,
+                        c_type: <$fty as FieldType>::C_TYPE,
+                    },
+                )*],
+            };
+
+            fn encode(&self) -> Vec<u8> {
+                let mut out = vec![0u8; std::mem::size_of::<$name>()];
+                $(
+                    if let Some(dst) = out.get_mut(std::mem::offset_of!($name, $field)..) {
+                        self.$field.write(dst);
+                    }
+                )*
+                out
+            }
+
+            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                let err = DecodeError {
+                    type_name: Self::LAYOUT.c_name,
+                    expected: std::mem::size_of::<$name>(),
+                    got: bytes.len(),
+                };
+                if bytes.len() != err.expected {
+                    return Err(err);
+                }
+                Ok($name {
+                    $(
+                        $field: bytes
+                            .get(std::mem::offset_of!($name, $field)..)
+                            .and_then(<$fty as FieldType>::read)
+                            .ok_or_else(|| err.clone())?,
+                    )*
+                })
+            }
+        }
+    };
+}
+
+schema_struct! {
+    /// Key of `if_counters`: C `struct weir_if_key`.
+    pub struct IfKey as "weir_if_key" {
+        /// Interface index.
+        pub ifindex: u32,
+        /// Hook id (see [`hook`]).
+        pub hook: u32,
+    }
+}
+
+schema_struct! {
+    /// A packet/byte counter: C `struct weir_counter`.
+    pub struct Counter as "weir_counter" {
+        /// Packets (or calls, for socket hooks).
+        pub packets: u64,
+        /// Bytes (0 for socket hooks).
+        pub bytes: u64,
+    }
+}
+
+impl Counter {
+    /// The total over the per-CPU values of one entry (wrapping, as the kernel counters do).
+    pub fn sum(per_cpu: &[Counter]) -> Counter {
+        per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets.wrapping_add(c.packets),
+            bytes: acc.bytes.wrapping_add(c.bytes),
+        })
+    }
+}
+
+/// Bytes per CPU slot for a per-CPU value of `value_size` bytes: the kernel rounds each up to 8.
+pub fn percpu_slot_size(value_size: usize) -> usize {
+    value_size.div_ceil(8).saturating_mul(8)
+}
+
+/// Splits a per-CPU value buffer (as `BPF_MAP_LOOKUP_ELEM` returns it for per-CPU maps) into one
+/// value per CPU. Each CPU's slot is `T::LAYOUT.size` rounded up to 8 bytes. Never panics.
+///
+/// # Errors
+/// [`DecodeError`] when `bytes` is not exactly `ncpus` slots long.
+pub fn decode_per_cpu<T: Codec>(bytes: &[u8], ncpus: usize) -> Result<Vec<T>, DecodeError> {
+    let size = T::LAYOUT.size as usize;
+    let slot = percpu_slot_size(size);
+    let expected = slot.saturating_mul(ncpus);
+    if bytes.len() != expected || slot == 0 {
+        return Err(DecodeError {
+            type_name: T::LAYOUT.c_name,
+            expected,
+            got: bytes.len(),
+        });
+    }
+    bytes
+        .chunks_exact(slot)
+        .map(|chunk| T::decode(chunk.get(..size).unwrap_or(chunk)))
+        .collect()
+}
+
+/// Encodes one value per CPU into the buffer `BPF_MAP_UPDATE_ELEM` expects for per-CPU maps
+/// (each value padded with zeros to an 8-byte slot).
+pub fn encode_per_cpu<T: Codec>(values: &[T]) -> Vec<u8> {
+    let slot = percpu_slot_size(T::LAYOUT.size as usize);
+    let mut out = Vec::with_capacity(slot * values.len());
+    for v in values {
+        let start = out.len();
+        out.extend_from_slice(&v.encode());
+        out.resize(start + slot, 0);
+    }
+    out
+}
+
+/// Renders a layout as C-ish text for error messages, e.g. `struct weir_if_key (8 bytes)`.
+pub fn describe(layout: &Layout) -> String {
+    let mut s = format!("{} ({} bytes", layout.c_name, layout.size);
+    for f in layout.fields {
+        let _ = write!(s, "; {} {}@{}", f.c_type, f.name, f.offset);
+    }
+    s.push(')');
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,390 @@
+use std::mem::{offset_of, size_of};
+
+use super::*;
+
+#[test]
+fn rust_structs_match_their_layouts() {
+    // Hand-written numbers: a change here is an ABI change (bump layout_version).
+    assert_eq!(size_of::<IfKey>(), 8);
+    assert_eq!(IfKey::LAYOUT.size as usize, size_of::<IfKey>());
+    assert_eq!(IfKey::LAYOUT.c_name, "struct weir_if_key");
+    let f = IfKey::LAYOUT.fields;
+    assert_eq!(f.len(), 2);
+    assert_eq!(
+        (f[0].name, f[0].offset, f[0].size, f[0].c_type),
+        ("ifindex", 0, 4, "__u32")
+    );
+    assert_eq!(
+        (f[1].name, f[1].offset, f[1].size, f[1].c_type),
+        ("hook", 4, 4, "__u32")
+    );
+    assert_eq!(offset_of!(IfKey, ifindex), 0);
+    assert_eq!(offset_of!(IfKey, hook), 4);
+
+    assert_eq!(size_of::<Counter>(), 16);
+    assert_eq!(Counter::LAYOUT.size as usize, size_of::<Counter>());
+    assert_eq!(Counter::LAYOUT.c_name, "struct weir_counter");
+    let f = Counter::LAYOUT.fields;
+    assert_eq!(f.len(), 2);
+    assert_eq!(
+        (f[0].name, f[0].offset, f[0].size, f[0].c_type),
+        ("packets", 0, 8, "__u64")
+    );
+    assert_eq!(
+        (f[1].name, f[1].offset, f[1].size, f[1].c_type),
+        ("bytes", 8, 8, "__u64")
+    );
+    assert_eq!(offset_of!(Counter, packets), 0);
+    assert_eq!(offset_of!(Counter, bytes), 8);
+
+    assert_eq!(
+        <u32 as Codec>::LAYOUT,
+        Layout {
+            c_name: "__u32",
+            size: 4,
+            fields: &[]
+        }
+    );
+    assert_eq!(
+        <u64 as Codec>::LAYOUT,
+        Layout {
+            c_name: "__u64",
+            size: 8,
+            fields: &[]
+        }
+    );
+}
+
+#[test]
+fn layouts_are_consistent() {
+    for map in MAPS {
+        for layout in [map.key, map.value] {
+            assert!(
+                layout.size > 0,
+                "{}: {} has size 0",
+                map.name,
+                layout.c_name
+            );
+            let mut end = 0;
+            for f in layout.fields {
+                assert!(
+                    f.offset >= end,
+                    "{}: field {} overlaps",
+                    layout.c_name,
+                    f.name
+                );
+                end = f.offset + f.size;
+            }
+            assert!(end <= layout.size, "{}: fields past the end", layout.c_name);
+        }
+    }
+}
+
+#[test]
+fn round_trip() {
+    let k = IfKey {
+        ifindex: 0xdead_beef,
+        hook: hook::TC_EGRESS,
+    };
+    let b = k.encode();
+    assert_eq!(b.len(), 8);
+    assert_eq!(&b[..4], &0xdead_beef_u32.to_ne_bytes());
+    assert_eq!(IfKey::decode(&b), Ok(k));
+
+    let c = Counter {
+        packets: u64::MAX,
+        bytes: 1 << 40,
+    };
+    let b = c.encode();
+    assert_eq!(b.len(), 16);
+    assert_eq!(&b[8..], &(1u64 << 40).to_ne_bytes());
+    assert_eq!(Counter::decode(&b), Ok(c));
+
+    assert_eq!(u32::decode(&7u32.encode()), Ok(7));
+    assert_eq!(u64::decode(&7u64.encode()), Ok(7));
+}
+
+#[test]
+fn wrong_length_is_an_error() {
+    for n in [0usize, 1, 7, 9, 15, 17, 32] {
+        let bytes = vec![0xa5u8; n];
+        if n != 8 {
+            let e = IfKey::decode(&bytes).unwrap_err();
+            assert_eq!(
+                e,
+                DecodeError {
+                    type_name: "struct weir_if_key",
+                    expected: 8,
+                    got: n
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("decoding struct weir_if_key: expected 8 bytes, got {n}")
+            );
+        }
+        if n != 16 {
+            assert!(Counter::decode(&bytes).is_err());
+        }
+        if n != 4 {
+            assert!(u32::decode(&bytes).is_err());
+        }
+    }
+}
+
+#[test]
+fn per_cpu() {
+    let vals = [
+        Counter {
+            packets: 1,
+            bytes: 100,
+        },
+        Counter {
+            packets: 2,
+            bytes: 200,
+        },
+        Counter {
+            packets: 3,
+            bytes: 300,
+        },
+    ];
+    let buf = encode_per_cpu(&vals);
+    assert_eq!(buf.len(), 48);
+    let back: Vec<Counter> = decode_per_cpu(&buf, 3).unwrap();
+    assert_eq!(back, vals);
+    assert_eq!(
+        Counter::sum(&back),
+        Counter {
+            packets: 6,
+            bytes: 600
+        }
+    );
+    assert_eq!(Counter::sum(&[]), Counter::default());
+    assert_eq!(
+        Counter::sum(&[
+            Counter {
+                packets: u64::MAX,
+                bytes: 0
+            },
+            Counter {
+                packets: 2,
+                bytes: 0
+            }
+        ]),
+        Counter {
+            packets: 1,
+            bytes: 0
+        }
+    );
+
+    // A 4-byte value takes an 8-byte slot per CPU.
+    let buf = encode_per_cpu(&[5u32, 6u32]);
+    assert_eq!(buf.len(), 16);
+    assert_eq!(&buf[4..8], &[0, 0, 0, 0]);
+    assert_eq!(decode_per_cpu::<u32>(&buf, 2), Ok(vec![5, 6]));
+    assert_eq!(
+        decode_per_cpu::<u32>(&buf[..12], 2),
+        Err(DecodeError {
+            type_name: "__u32",
+            expected: 16,
+            got: 12
+        })
+    );
+    assert!(decode_per_cpu::<Counter>(&buf, 2).is_err());
+    assert!(decode_per_cpu::<Counter>(&[], usize::MAX).is_err());
+    assert_eq!(decode_per_cpu::<Counter>(&[], 0), Ok(vec![]));
+}
+
+#[test]
+fn decode_never_panics_on_any_short_input() {
+    // Cheap stand-in for the fuzzer: every length up to a few slots, every CPU count.
+    let data: Vec<u8> = (0..=255u8).collect();
+    for n in 0..64 {
+        let b = &data[..n];
+        let _ = IfKey::decode(b);
+        let _ = Counter::decode(b);
+        let _ = u32::decode(b);
+        for cpus in 0..10 {
+            let _ = decode_per_cpu::<Counter>(b, cpus);
+            let _ = decode_per_cpu::<u32>(b, cpus);
+            let _ = decode_per_cpu::<IfKey>(b, cpus);
+        }
+    }
+}
+
+#[test]
+fn map_type_values() {
+    for (t, v, name) in [
+        (MapType::Hash, 1, "hash"),
+        (MapType::Array, 2, "array"),
+        (MapType::PerCpuHash, 5, "percpu_hash"),
+        (MapType::PerCpuArray, 6, "percpu_array"),
+        (MapType::LruHash, 9, "lru_hash"),
+        (MapType::LruPerCpuHash, 10, "lru_percpu_hash"),
+        (MapType::LpmTrie, 11, "lpm_trie"),
+        (MapType::RingBuf, 27, "ringbuf"),
+    ] {
+        assert_eq!(t as u32, v);
+        assert_eq!(MapType::from_u32(v), Some(t));
+        assert_eq!(t.name(), name);
+        assert_eq!(
+            t.c_constant(),
+            format!("BPF_MAP_TYPE_{}", name.to_ascii_uppercase())
+        );
+    }
+    assert_eq!(MapType::from_u32(0), None);
+    assert_eq!(MapType::from_u32(3), None);
+    assert!(MapType::PerCpuHash.is_percpu());
+    assert!(MapType::PerCpuArray.is_percpu());
+    assert!(MapType::LruPerCpuHash.is_percpu());
+    assert!(!MapType::Hash.is_percpu());
+    assert!(!MapType::RingBuf.is_percpu());
+}
+
+#[test]
+fn schema_rules() {
+    let mut names = Vec::new();
+    for map in MAPS {
+        // The kernel keeps 15 bytes + NUL of a map name.
+        assert!(
+            map.name.len() <= 15,
+            "map name '{}' longer than 15 bytes",
+            map.name
+        );
+        assert!(
+            map.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "map name '{}' is not a lower-case C identifier",
+            map.name
+        );
+        assert!(
+            !names.contains(&map.name),
+            "map '{}' defined twice",
+            map.name
+        );
+        names.push(map.name);
+        assert_eq!(find(map.name), Some(map));
+        assert!(
+            !map.doc.contains("*/"),
+            "{}: doc would end the C comment",
+            map.name
+        );
+        assert!(map.max_entries > 0, "{}: max_entries 0", map.name);
+        assert!(
+            map.layout_version > 0,
+            "{}: layout_version starts at 1",
+            map.name
+        );
+        if map.map_type.is_array() {
+            assert_eq!(
+                map.key,
+                <u32 as Codec>::LAYOUT,
+                "{}: array keys are __u32",
+                map.name
+            );
+        } else {
+            // The kernel hashes every key byte: implicit padding would make equal keys differ.
+            assert_eq!(
+                map.key.padding(),
+                0,
+                "{}: key {} has padding",
+                map.name,
+                map.key.c_name
+            );
+        }
+        if map.map_type == MapType::LpmTrie {
+            assert_ne!(
+                map.flags & map_flags::NO_PREALLOC,
+                0,
+                "{}: LPM needs NO_PREALLOC",
+                map.name
+            );
+        }
+        // One struct name must mean one layout across all maps.
+        for other in MAPS {
+            for a in [map.key, map.value] {
+                for b in [other.key, other.value] {
+                    if a.c_name == b.c_name {
+                        assert_eq!(a, b, "{} has two layouts", a.c_name);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(find("nope"), None);
+
+    let sock = find("sock_counters").unwrap();
+    for h in [sock_hook::CONNECT4, sock_hook::CONNECT6] {
+        assert!(h < sock.max_entries);
+    }
+
+    let mut cnames = Vec::new();
+    for c in CONSTANTS.iter().flat_map(|g| g.consts) {
+        assert!(c.c_name.starts_with("WEIR_"), "{}", c.c_name);
+        assert!(!CONSTANTS.iter().any(|g| g.doc.contains("*/")));
+        assert!(!cnames.contains(&c.c_name), "{} defined twice", c.c_name);
+        cnames.push(c.c_name);
+    }
+}
+
+#[test]
+fn map_defs() {
+    let m = find("if_counters").unwrap();
+    assert_eq!(m.map_type, MapType::PerCpuHash);
+    assert_eq!(m.key, IfKey::LAYOUT);
+    assert_eq!(m.value, Counter::LAYOUT);
+    assert_eq!((m.max_entries, m.flags, m.layout_version), (1024, 0, 1));
+    assert_eq!(m.c_define_macro(), "WEIR_DEFINE_MAP_IF_COUNTERS");
+    assert_eq!(
+        m.c_layout_version_macro(),
+        "WEIR_LAYOUT_VERSION_IF_COUNTERS"
+    );
+    assert_eq!(m.percpu_slot_size(), 16);
+
+    let m = find("sock_counters").unwrap();
+    assert_eq!(m.map_type, MapType::PerCpuArray);
+    assert_eq!(m.key, <u32 as Codec>::LAYOUT);
+    assert_eq!(m.value, Counter::LAYOUT);
+    assert_eq!((m.max_entries, m.flags, m.layout_version), (16, 0, 1));
+}
+
+#[test]
+fn header_contents() {
+    let h = c_header();
+    assert_eq!(h, c_header(), "c_header() must be deterministic");
+    assert!(h.contains("DO NOT EDIT"));
+    assert!(h.contains("make -C programs header"));
+    assert!(h.contains("#ifndef WEIR_MAPS_H\n#define WEIR_MAPS_H\n"));
+    assert!(h.ends_with("#endif /* WEIR_MAPS_H */\n"));
+    assert!(h.contains("struct weir_if_key {\n\t__u32 ifindex;\n\t__u32 hook;\n};\n"));
+    assert!(h.contains("struct weir_counter {\n\t__u64 packets;\n\t__u64 bytes;\n};\n"));
+    assert_eq!(h.matches("struct weir_counter {").count(), 1);
+    assert!(h.contains("#define WEIR_HOOK_TC_EGRESS 2\n"));
+    assert!(h.contains("#define WEIR_SOCK_HOOK_CONNECT6 1\n"));
+    assert!(h.contains("#define WEIR_LAYOUT_VERSION_IF_COUNTERS 1\n"));
+    assert!(h.contains(
+        "#define WEIR_DEFINE_MAP_IF_COUNTERS \\\n\
+         \tstruct { \\\n\
+         \t\t__uint(type, BPF_MAP_TYPE_PERCPU_HASH); \\\n\
+         \t\t__type(key, struct weir_if_key); \\\n\
+         \t\t__type(value, struct weir_counter); \\\n\
+         \t\t__uint(max_entries, 1024); \\\n\
+         \t} if_counters SEC(\".maps\")\n"
+    ));
+    assert!(h.contains("__type(key, __u32); \\\n"));
+    assert!(
+        !h.contains("map_flags"),
+        "flags are emitted only when non-zero"
+    );
+}
+
+#[test]
+fn header_is_fresh() {
+    let committed = include_str!("../../programs/include/weir_maps.h");
+    assert!(
+        c_header() == committed,
+        "programs/include/weir_maps.h is out of date with maps-schema: \
+         run `make -C programs header && make -C programs` and commit the result"
+    );
+}

@@ -1,0 +1,531 @@
+//! The loader on the real kernel: load, attach, count, idempotence, zero-residue unload, and the
+//! refusals (corrupted object, verifier rejection, stale pinned map, foreign program).
+//! Kernel features: BTF, XDP (native on veth) with bpf_link, TCX, cgroup links, bpffs.
+
+use std::os::fd::AsFd;
+
+use weir::error::Error;
+use weir::sandbox::{ADDR_B4, ADDR_B6};
+use weir::sys::{bpf, cgroup};
+use weir::Dataplane;
+
+use crate::common::*;
+
+fn full_config(sb: &weir::sandbox::Sandbox, extra: &str) -> String {
+    format!(
+        "interface {} role=host xdp=native tc=on {extra}\ncgroup {}\n",
+        sb.veth_b, sb.cgroup
+    )
+}
+
+/// Everything weir could have left behind for this sandbox, as the kernel reports it.
+fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
+    let mut left = Vec::new();
+    if sb.pin_dir.exists() {
+        left.push(format!("pin dir {} exists", sb.pin_dir.display()));
+    }
+    let (xdp, tcx_in, tcx_out, clsact) = with_nl_b(sb, |nl, idx| {
+        let xdp = nl
+            .xdp_query(idx)
+            .expect("xdp_query")
+            .prog_id
+            .filter(|&id| id != 0);
+        let q = |t| {
+            bpf::prog_query(bpf::LinkTarget::Ifindex(idx), t, 0)
+                .map(|q| q.prog_ids)
+                .unwrap_or_default()
+        };
+        (
+            xdp,
+            q(bpf::consts::BPF_TCX_INGRESS),
+            q(bpf::consts::BPF_TCX_EGRESS),
+            nl.clsact_exists(idx).expect("qdisc"),
+        )
+    });
+    if let Some(id) = xdp {
+        left.push(format!("XDP program {id} on {}", sb.veth_b));
+    }
+    if !tcx_in.is_empty() || !tcx_out.is_empty() {
+        left.push(format!(
+            "TCX programs {tcx_in:?} {tcx_out:?} on {}",
+            sb.veth_b
+        ));
+    }
+    if clsact {
+        left.push(format!("clsact qdisc on {}", sb.veth_b));
+    }
+    let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
+    for t in [
+        bpf::consts::BPF_CGROUP_INET4_CONNECT,
+        bpf::consts::BPF_CGROUP_INET6_CONNECT,
+    ] {
+        let ids = bpf::prog_query(bpf::LinkTarget::Fd(dir.as_fd()), t, 0)
+            .expect("cgroup query")
+            .prog_ids;
+        if !ids.is_empty() {
+            left.push(format!("cgroup programs {ids:?} (attach type {t})"));
+        }
+    }
+    left
+}
+
+#[test]
+fn load_attaches_named_programs_with_btf_and_counts_packets() {
+    let sb = sandbox("ld");
+    let cfg = ConfigFile::new(&sb, &full_config(&sb, ""));
+    let out = ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(out.contains("attached"), "{out}");
+
+    let st = status(&sb);
+    let pins: Vec<&str> = st.attachments.iter().map(|a| a.pin.as_str()).collect();
+    let veth = &sb.veth_b;
+    for want in [
+        format!("xdp@{veth}"),
+        format!("tc-ingress@{veth}"),
+        format!("tc-egress@{veth}"),
+    ] {
+        assert!(
+            pins.contains(&want.as_str()),
+            "{want} missing from {pins:?}"
+        );
+    }
+    assert!(
+        pins.iter().any(|p| p.starts_with("connect4@"))
+            && pins.iter().any(|p| p.starts_with("connect6@")),
+        "{pins:?}"
+    );
+    for a in &st.attachments {
+        assert_eq!(a.via, "link", "{a:?}");
+        let fd = bpf::prog_fd_by_id(a.prog_id).expect("attached program exists");
+        let info = bpf::prog_info(fd.as_fd()).expect("prog info");
+        assert!(!info.name.is_empty(), "program {} has no name", a.prog_id);
+        assert_ne!(
+            info.btf_id, 0,
+            "program '{}' was loaded without BTF",
+            info.name
+        );
+    }
+    let names: Vec<&str> = st
+        .attachments
+        .iter()
+        .map(|a| a.prog_name.as_str())
+        .collect();
+    for want in [
+        "xdp_counter",
+        "tc_ingress",
+        "tc_egress",
+        "sock_connect4",
+        "sock_connect6",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+
+    // Warm up neighbour resolution, then count exactly what we send.
+    send_udp(&sb, (ADDR_B4, 9).into(), 1);
+    send_udp(&sb, (ADDR_B6, 9).into(), 1);
+    eventually("warm-up datagrams counted", || {
+        packets(&status(&sb), veth, "xdp") >= 2
+    });
+    let before = status(&sb);
+    send_udp(&sb, (ADDR_B4, 9).into(), 20);
+    send_udp(&sb, (ADDR_B6, 9).into(), 20);
+    let after = status(&sb);
+    for hook in ["xdp", "tc-ingress"] {
+        let delta = packets(&after, veth, hook) - packets(&before, veth, hook);
+        // 40 datagrams; allow for a neighbour probe or two racing with them.
+        assert!(
+            (40..=44).contains(&delta),
+            "{hook} counted {delta} packets for 40 datagrams"
+        );
+    }
+    assert!(
+        packets(&after, veth, "tc-egress") > 0,
+        "port-unreachable replies leave through tc egress"
+    );
+
+    // The connect-time hooks count connects of processes in the cgroup.
+    let server = weir::demo::EchoServer::start(ns_b(&sb).as_fd()).expect("echo server");
+    weir::demo::run_client(&weir_exe(), &sb, 3).expect("demo client");
+    drop(server);
+    let st = status(&sb);
+    let sock = |h: &str| {
+        st.sock_counters
+            .iter()
+            .find(|(n, _)| n == h)
+            .map(|(_, c)| *c)
+            .unwrap_or(0)
+    };
+    assert_eq!(sock("connect4"), 6, "3 TCP + 3 UDP connects over IPv4");
+    assert_eq!(sock("connect6"), 3, "3 TCP connects over IPv6");
+
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn second_load_is_a_noop_and_unload_leaves_nothing() {
+    let sb = sandbox("nop");
+    let cfg = ConfigFile::new(&sb, &full_config(&sb, ""));
+    ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    let first = status(&sb);
+    let out = ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(
+        out.contains("nothing to do"),
+        "second load changed something:\n{out}"
+    );
+    let second = status(&sb);
+    assert_eq!(
+        first.attachments, second.attachments,
+        "ids changed across a no-op load"
+    );
+    let map_ids = |s: &weir::status::Status| s.maps.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(map_ids(&first), map_ids(&second));
+
+    let prog_ids: Vec<u32> = first.attachments.iter().map(|a| a.prog_id).collect();
+    let link_ids: Vec<u32> = first.attachments.iter().filter_map(|a| a.link_id).collect();
+    let out = ok(weir_in(&sb, &["unload"]));
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(residue(&sb), Vec::<String>::new());
+    eventually("programs freed", || {
+        prog_ids.iter().all(|&id| !prog_exists(id))
+    });
+    eventually("links freed", || {
+        link_ids.iter().all(|&id| !link_exists(id))
+    });
+    let out = ok(weir_in(&sb, &["unload"]));
+    assert!(out.contains("nothing to unload"), "{out}");
+}
+
+#[test]
+fn legacy_attach_uses_netlink_and_clsact_and_unload_removes_the_qdisc() {
+    let sb = sandbox("leg");
+    let cfg = ConfigFile::new(
+        &sb,
+        &format!("interface {} xdp=generic tc=on attach=legacy\n", sb.veth_b),
+    );
+    ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    let st = status(&sb);
+    assert_eq!(st.attachments.len(), 3, "{st}");
+    assert!(st.attachments.iter().all(|a| a.via == "netlink"), "{st}");
+    let (xdp, filters, clsact) = with_nl_b(&sb, |nl, idx| {
+        (
+            nl.xdp_query(idx).expect("xdp"),
+            nl.cls_bpf_list(idx, weir::sys::netlink::TcDirection::Ingress)
+                .expect("filters"),
+            nl.clsact_exists(idx).expect("qdisc"),
+        )
+    });
+    assert!(clsact);
+    assert_eq!(
+        xdp.skb_prog_id.filter(|&i| i != 0),
+        xdp.prog_id,
+        "generic mode asked for: {xdp:?}"
+    );
+    assert_eq!(filters.len(), 1, "{filters:?}");
+    assert!(filters[0].direct_action);
+
+    send_udp(&sb, (ADDR_B4, 9).into(), 5);
+    eventually("legacy programs count", || {
+        packets(&status(&sb), &sb.veth_b, "tc-ingress") >= 5
+    });
+    let out = ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(out.contains("nothing to do"), "{out}");
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn removing_an_interface_from_the_config_detaches_it() {
+    let sb = sandbox("rm");
+    let cfg = ConfigFile::new(&sb, &full_config(&sb, ""));
+    ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    let only_cgroup = ConfigFile::new(&sb, &format!("cgroup {}\n", sb.cgroup));
+    let out = ok(weir_in(&sb, &["load", "--config", &only_cgroup.arg()]));
+    assert!(out.contains("detached"), "{out}");
+    let st = status(&sb);
+    assert!(
+        st.attachments.iter().all(|a| !a.pin.contains(&sb.veth_b)),
+        "{st}"
+    );
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn corrupted_object_is_rejected_before_anything_is_created() {
+    let sb = sandbox("cor");
+    let good = include_bytes!("../../programs/xdp.o");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("zeroed header", {
+            let mut b = good.to_vec();
+            b[..64].fill(0);
+            b
+        }),
+        ("garbage", b"definitely not an ELF file".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let dp = Dataplane::with_objects(sb.pin_dir.clone(), vec![("xdp.o".into(), bytes)]);
+        let cfg = weir::config::parse("t", &format!("interface {}\n", sb.veth_b)).expect("config");
+        let err = sb.in_b(|| dp.load(&cfg)).expect("netns").expect_err(what);
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Object { .. }), "{what}: {msg}");
+        assert!(msg.contains("object 'xdp.o'"), "{what}: {msg}");
+        assert!(
+            !sb.pin_dir.exists(),
+            "{what}: a rejected object left a pin dir"
+        );
+    }
+    // Flipping bytes anywhere must give Ok or an error, never a panic or abort.
+    for i in (0..good.len()).step_by(7) {
+        let mut b = good.to_vec();
+        b[i] ^= 0xa5;
+        let _ = weir::object::parse_and_verify("flipped.o", &b);
+    }
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn verifier_rejection_names_the_program_and_carries_the_log() {
+    require_root();
+    let invalid = include_bytes!("../../programs/tests/invalid.o").to_vec();
+    let dp = Dataplane::with_objects("/sys/fs/bpf/unused", vec![("invalid.o".into(), invalid)]);
+    let err = dp.verify().expect_err("the verifier must reject invalid.o");
+    let Error::Verifier { program, log, .. } = &err else {
+        panic!("not a verifier error: {err}")
+    };
+    assert_eq!(program, "xdp_invalid");
+    assert!(
+        log.contains("invalid access to packet") || log.contains("R"),
+        "log: {log}"
+    );
+    assert!(!log.contains('\0'), "log must be cut at the first NUL");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("prog 'xdp_invalid'") && msg.contains("verifier log:"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn stale_pinned_map_of_another_layout_is_refused() {
+    let sb = sandbox("stl");
+    let cfg = ConfigFile::new(&sb, &format!("interface {}\n", sb.veth_b));
+    // A map pinned where weir expects if_counters v1, but with a different value size.
+    weir::sys::bpffs::ensure_mounted(std::path::Path::new("/sys/fs/bpf")).expect("bpffs");
+    std::fs::create_dir_all(pin(&sb, "maps")).expect("mkdir");
+    let def = maps_schema::find("if_counters").expect("schema");
+    let fd = bpf::map_create(&bpf::MapCreate {
+        name: "if_counters",
+        map_type: def.map_type as u32,
+        key_size: def.key.size,
+        value_size: def.value.size + 8,
+        max_entries: def.max_entries,
+        flags: 0,
+        btf_fd: None,
+        btf_key_type_id: 0,
+        btf_value_type_id: 0,
+        map_extra: 0,
+    })
+    .expect("map_create");
+    let path = pin(&sb, &format!("maps/if_counters@v{}", def.layout_version));
+    bpf::obj_pin(fd.as_fd(), &path).expect("pin");
+    let out = weir_in(&sb, &["load", "--config", &cfg.arg()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("map 'if_counters'")
+            && t.contains("value size is 24 in the pinned map, 16 wanted"),
+        "{t}"
+    );
+    // Nothing was attached.
+    with_nl_b(&sb, |nl, idx| {
+        assert_eq!(
+            nl.xdp_query(idx).expect("xdp").prog_id.filter(|&i| i != 0),
+            None
+        )
+    });
+    std::fs::remove_file(&path).expect("unpin");
+
+    // A pin with another layout version is refused too.
+    let other = pin(&sb, "maps/if_counters@v999");
+    bpf::obj_pin(fd.as_fd(), &other).expect("pin");
+    let t = text(&weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(t.contains("layout version 999"), "{t}");
+    std::fs::remove_file(&other).expect("unpin");
+    let _ = std::fs::remove_dir(pin(&sb, "maps"));
+    let _ = std::fs::remove_dir(&sb.pin_dir);
+}
+
+#[test]
+fn a_foreign_xdp_program_is_never_replaced_and_a_failed_load_is_undone() {
+    let sb = sandbox("fgn");
+    // Somebody else's XDP program (r0 = XDP_PASS; exit) attached by netlink.
+    let insns: Vec<u8> = [[0xb7u8, 0, 0, 0, 2, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]].concat();
+    let license = std::ffi::CString::new("GPL").expect("cstr");
+    let foreign = bpf::prog_load(&bpf::ProgLoad {
+        name: "foreign",
+        prog_type: bpf::consts::BPF_PROG_TYPE_XDP,
+        expected_attach_type: None,
+        insns: &insns,
+        license: &license,
+        kern_version: 0,
+        btf_fd: None,
+        func_info: &[],
+        func_info_rec_size: 0,
+        line_info: &[],
+        line_info_rec_size: 0,
+        prog_flags: 0,
+    })
+    .expect("load foreign program");
+    let foreign_id = bpf::prog_info(foreign.as_fd()).expect("info").id;
+    with_nl_b(&sb, |nl, idx| {
+        nl.xdp_attach(
+            idx,
+            foreign.as_fd(),
+            weir::sys::netlink::XdpMode::Native,
+            None,
+        )
+        .expect("attach foreign")
+    });
+
+    // The cgroup comes first in the config, so it is attached before the interface fails:
+    // the failure must undo it.
+    let cfg = ConfigFile::new(
+        &sb,
+        &format!("cgroup {}\ninterface {}\n", sb.cgroup, sb.veth_b),
+    );
+    let out = weir_in(&sb, &["load", "--config", &cfg.arg()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("interface {}", sb.veth_b)) && t.contains("did not attach"),
+        "{t}"
+    );
+    assert!(
+        t.contains("'foreign'"),
+        "the message names the program in the way: {t}"
+    );
+    let still = with_nl_b(&sb, |nl, idx| nl.xdp_query(idx).expect("xdp").prog_id);
+    assert_eq!(still, Some(foreign_id), "the foreign program must stay");
+    assert!(!sb.pin_dir.exists(), "a failed first load leaves no pins");
+    let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup");
+    let ids = bpf::prog_query(
+        bpf::LinkTarget::Fd(dir.as_fd()),
+        bpf::consts::BPF_CGROUP_INET4_CONNECT,
+        0,
+    )
+    .expect("query");
+    assert!(
+        ids.prog_ids.is_empty(),
+        "the cgroup attachment was not undone: {:?}",
+        ids.prog_ids
+    );
+
+    with_nl_b(&sb, |nl, idx| {
+        nl.xdp_detach(
+            idx,
+            weir::sys::netlink::XdpMode::Native,
+            Some(foreign.as_fd()),
+        )
+        .expect("detach")
+    });
+}
+
+#[test]
+fn config_errors_point_at_file_line_column_and_change_nothing() {
+    let sb = sandbox("cfg");
+    let cfg = ConfigFile::new(
+        &sb,
+        &format!(
+            "interface {}\ninterface {} xdp=sideways\n",
+            sb.veth_b, sb.veth_a
+        ),
+    );
+    let out = weir_in(&sb, &["load", "--config", &cfg.arg()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("{}:2:", cfg.arg())),
+        "error must name file:line: {t}"
+    );
+    assert!(t.contains("sideways"), "{t}");
+    assert!(!sb.pin_dir.exists());
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+#[test]
+fn cli_usage_errors_exit_2_and_help_works() {
+    assert_eq!(weir(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(weir(&["apply"]).status.code(), Some(2));
+    assert_eq!(weir(&["load", "--nope"]).status.code(), Some(2));
+    for cmd in ["load", "apply", "unload", "status", "verify", "demo"] {
+        let o = weir(&[cmd, "--help"]);
+        assert!(
+            o.status.success() && text(&o).contains(&format!("weir [GLOBAL OPTIONS] {cmd}"))
+                || text(&o).contains("Usage: weir demo"),
+            "{cmd}: {}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn verify_command_passes_the_embedded_objects() {
+    require_root();
+    let t = ok(weir(&["verify"]));
+    for prog in [
+        "xdp_counter",
+        "tc_ingress",
+        "tc_egress",
+        "sock_connect4",
+        "sock_connect6",
+    ] {
+        assert!(t.contains(&format!("prog '{prog}': ok")), "{t}");
+    }
+}
+
+#[test]
+fn demo_runs_and_cleans_up() {
+    require_root();
+    let t = ok(weir(&["demo"]));
+    assert!(!t.contains("FAILED"), "{t}");
+    assert!(t.contains("[ok] connect6"), "{t}");
+    assert!(t.contains("sandbox removed"), "{t}");
+}
+
+#[test]
+fn a_failed_load_is_undone_and_the_previous_dataplane_stays_in_force() {
+    let sb = sandbox("und");
+    // lo has no native XDP: the veth's attachments made before it must be undone.
+    let bad = ConfigFile::new(
+        &sb,
+        &format!(
+            "interface {}\ncgroup {}\ninterface lo xdp=native tc=off\n",
+            sb.veth_b, sb.cgroup
+        ),
+    );
+    let out = weir_in(&sb, &["load", "--config", &bad.arg()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("interface lo") && t.contains("xdp=generic"),
+        "the error names lo and the way out: {t}"
+    );
+    assert_eq!(
+        residue(&sb),
+        Vec::<String>::new(),
+        "a failed first load must leave nothing"
+    );
+
+    // With a good dataplane loaded, a failing load keeps it exactly as it was.
+    let good = ConfigFile::new(&sb, &full_config(&sb, ""));
+    ok(weir_in(&sb, &["load", "--config", &good.arg()]));
+    let before = status(&sb);
+    let out = weir_in(&sb, &["load", "--config", &bad.arg()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let after = status(&sb);
+    assert_eq!(before.attachments, after.attachments);
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * weir's own declaration of kernel ABI facts for BPF programs: section and map
+ * definition macros, map types and update flags, and the helper calls weir uses.
+ * Written for weir from the uapi values (checked against this kernel's BTF), not
+ * copied from kernel or libbpf headers; same licence as weir's BPF programs.
+ * Include this one file; it pulls in weir_types.h and weir_ctx.h.
+ */
+#ifndef WEIR_BPF_H
+#define WEIR_BPF_H
+
+#include "weir_types.h"
+#include "weir_ctx.h"
+
+/* ---- Object layout conventions (what loaders such as aya-obj look for) ---- */
+
+/* Put a program, map or the licence string into the named ELF section. */
+#define SEC(name) __attribute__((section(name), used))
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+/*
+ * BTF map definitions: loaders read a map's attributes from the BTF of its struct.
+ * An integer attribute is the length of the array a member points to; a type
+ * attribute is the pointed-to type of a member. Neither takes space at run time.
+ */
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) __typeof__(val) *name
+
+/* ---- Map types (enum bpf_map_type): the ones maps-schema knows ---- */
+
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_HASH 5
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_LRU_PERCPU_HASH 10
+#define BPF_MAP_TYPE_LPM_TRIE 11
+#define BPF_MAP_TYPE_RINGBUF 27
+
+/* Map creation flags. */
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+/* bpf_map_update_elem() flags. */
+#define BPF_ANY 0     /* create or update */
+#define BPF_NOEXIST 1 /* create only */
+#define BPF_EXIST 2   /* update only */
+
+/*
+ * ---- Helper calls ----
+ * A helper is called by number (enum bpf_func_id). A call through a constant function
+ * pointer whose value is that number compiles to `call <number>`.
+ * Only the helpers weir's programs call are declared; add more by their id.
+ */
+
+/* 1: pointer to the value for key, or NULL. Per-CPU maps give this CPU's value. */
+static void *(*const bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+
+/* 2: create/update the entry for key (flags: BPF_ANY/NOEXIST/EXIST); 0 or -errno. */
+static long (*const bpf_map_update_elem)(void *map, const void *key, const void *value,
+					 __u64 flags) = (void *)2;
+
+#endif /* WEIR_BPF_H */
