@@ -66,7 +66,9 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(sb: &Sandbox, body: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{}.conf", sb.ns_b));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("{}-{n}.conf", sb.ns_b));
         let mut f = std::fs::File::create(&path).expect("writing config");
         f.write_all(body.as_bytes()).expect("writing config");
         Self { path }

@@ -93,9 +93,9 @@ pub enum AttachPolicy {
     /// `Link` when the kernel supports it, else `Legacy` (default).
     #[default]
     Auto,
-    /// bpf_link (XDP link, TCX, cgroup link) only; fail if unsupported.
+    /// `bpf_link` (XDP link, TCX, cgroup link) only; fail if unsupported.
     Link,
-    /// netlink `IFLA_XDP` and clsact + cls_bpf. Not valid for cgroups.
+    /// netlink `IFLA_XDP` and clsact + `cls_bpf`. Not valid for cgroups.
     Legacy,
 }
 

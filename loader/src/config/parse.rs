@@ -97,7 +97,7 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
         });
     }
     let mut config = builder.config;
-    config.source = source.to_owned();
+    source.clone_into(&mut config.source);
     log::debug!(
         "config {source}: {} interface(s), {} cgroup(s), pin-dir {:?}",
         config.interfaces.len(),

@@ -1,6 +1,8 @@
 //! Prints a [`Config`] in canonical form: every option spelled out, `pin-dir` first, then
 //! interfaces, then cgroups, each in model order. Parsing the output gives the same settings.
 
+use std::fmt::Write as _;
+
 use super::lexer::is_space;
 use super::model::Config;
 
@@ -17,17 +19,19 @@ pub fn render_config(config: &Config) -> String {
         out.push('\n');
     }
     for i in &config.interfaces {
-        out.push_str(&format!(
-            "interface {} role={} xdp={} tc={} attach={}\n",
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "interface {} role={} xdp={} tc={} attach={}",
             quote(&i.name),
             i.role,
             i.xdp,
             if i.tc { "on" } else { "off" },
             i.attach
-        ));
+        );
     }
     for c in &config.cgroups {
-        out.push_str(&format!("cgroup {} attach={}\n", quote(&c.path), c.attach));
+        let _ = writeln!(out, "cgroup {} attach={}", quote(&c.path), c.attach);
     }
     out
 }

@@ -1,5 +1,5 @@
 //! The generic statement layer: `keyword arg... key=value...`, independent of what the keyword
-//! means. The typed layer ([`super::parse`]) looks statements up in its table and interprets them.
+//! means. The typed layer (`parse.rs`) looks statements up in its table and interprets them.
 
 use super::diag::Span;
 use super::lexer::{Opt, Token, Word};
