@@ -2,8 +2,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -160,11 +159,3 @@ pub fn ns_b(sb: &Sandbox) -> std::os::fd::OwnedFd {
 pub fn pin(sb: &Sandbox, rel: &str) -> PathBuf {
     sb.pin_dir.join(rel)
 }
-
-/// True if `p` exists.
-pub fn exists(p: &Path) -> bool {
-    p.exists()
-}
-
-/// Keeps `fd` from being unused in helpers that only need the namespace to stay open.
-pub fn keep<T: AsFd>(_fd: &T) {}
