@@ -376,7 +376,7 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
             name.span,
             format!(
                 "duplicate interface '{}' (first declared on line {first})",
-                name.text
+                show(&name.text)
             ),
             Some("declare each interface once, with all its options".to_owned()),
         );

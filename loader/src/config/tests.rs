@@ -638,3 +638,20 @@ fn random_inputs_never_panic_and_round_trip() {
     }
     assert!(accepted > 100, "only {accepted} inputs were accepted");
 }
+
+/// The example, its canonical form and the error report in the README stay true.
+#[test]
+fn readme_example_parses_and_renders_as_documented() {
+    let readme = include_str!("../../../README.md");
+    let block_after = |marker: &str| {
+        let rest = &readme[readme.find(marker).expect(marker) + marker.len()..];
+        let rest = &rest[rest.find("```\n").unwrap() + 4..];
+        rest[..rest.find("```").unwrap()].to_owned()
+    };
+    let example = block_after("### Example");
+    let canonical = block_after("canonical form:");
+    assert_eq!(render_config(&ok(&example)), canonical);
+    let report = block_after("### Error reports");
+    let err = parse("weir.conf", "# weir\n\ninterface veth0 xpd=native\n").unwrap_err();
+    assert_eq!(format!("{err}\n"), report);
+}
