@@ -634,6 +634,93 @@ mod tests {
         }
     }
 
+    fn problem(bytes: &[u8]) -> ObjectProblem {
+        match parse_and_verify("t.o", bytes) {
+            Err(Error::Object { problem, .. }) => problem,
+            Err(e) => panic!("unexpected error kind: {e}"),
+            Ok(_) => panic!("the object was accepted"),
+        }
+    }
+
+    #[test]
+    fn embedded_objects_verify_with_their_programs_and_maps() {
+        for o in crate::embedded::OBJECTS {
+            let v = parse_and_verify(o.name, o.bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!v.programs.is_empty() && !v.maps.is_empty(), "{}", o.name);
+        }
+        let tc = parse_and_verify("tc.o", include_bytes!("../../programs/tc.o")).unwrap();
+        let names: Vec<_> = tc
+            .programs
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("tc_egress", ProgKind::SchedCls),
+                ("tc_ingress", ProgKind::SchedCls)
+            ]
+        );
+        let sock = parse_and_verify("s.o", include_bytes!("../../programs/sock_addr.o")).unwrap();
+        assert_eq!(
+            sock.programs[0].kind,
+            ProgKind::SockAddr(SockAddrHook::Connect4)
+        );
+        assert_eq!(sock.maps[0].name, "sock_counters");
+    }
+
+    #[test]
+    fn a_map_whose_btf_members_drifted_from_the_schema_is_refused() {
+        let p = problem(include_bytes!("../../programs/tests/bad_map.o"));
+        let ObjectProblem::MapMismatch { map, differences } = &p else {
+            panic!("{p}")
+        };
+        assert_eq!(map, "if_counters");
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(
+            differences[0].contains("key members are [hook@0:4, ifindex@4:4] in BTF"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_map_missing_from_the_schema_is_refused_by_name() {
+        let p = problem(include_bytes!("../../programs/tests/unknown_map.o"));
+        assert_eq!(
+            p,
+            ObjectProblem::UnknownMap {
+                map: "not_in_schema".into()
+            }
+        );
+        assert!(p.to_string().contains("not defined in maps-schema"));
+    }
+
+    #[test]
+    fn a_licence_that_is_not_gpl_compatible_is_refused() {
+        let p = problem(include_bytes!("../../programs/tests/proprietary.o"));
+        assert!(
+            matches!(&p, ObjectProblem::License(why) if why.contains("'Proprietary' is not GPL-compatible")),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_section_weir_does_not_attach_is_refused() {
+        let p = problem(include_bytes!("../../programs/tests/unsupported_section.o"));
+        assert!(
+            matches!(&p, ObjectProblem::UnsupportedSection { program, .. } if program == "sock_filter_prog"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_an_object_is_an_error_or_ok_never_a_panic() {
+        let good = include_bytes!("../../programs/xdp.o");
+        for cut in (0..good.len()).step_by(3) {
+            let _ = parse_and_verify("cut.o", &good[..cut]);
+        }
+    }
+
     #[test]
     fn layout_differences_name_each_member() {
         let found = TypeLayout {
