@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-20}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# Seed corpora from real inputs, so the fuzzer starts past the format checks.
+mkdir -p corpus/object_verify corpus/config_parse
+cp ../programs/*.o ../programs/tests/*.o corpus/object_verify/
+printf 'interface eth0 role=host xdp=native tc=on attach=auto\ncgroup weir/web attach=link\npin-dir /sys/fs/bpf/weir\n' \
+  > corpus/config_parse/seed.conf
 for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${secs}s"
   cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | tail -n 3

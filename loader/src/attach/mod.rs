@@ -215,6 +215,65 @@ pub(crate) fn prog_tag(id: u32) -> Result<Option<[u8; 8]>, Error> {
     }
 }
 
+/// Keeps or updates weir's pinned link at `pins.link` if it still points at the attach target
+/// (`on_target` recognises it): unchanged when it runs `prog`'s code already, else updated in
+/// place to `prog` (hitless: the old program runs until the new one takes over). A link whose
+/// target is gone (interface or cgroup re-created) is unpinned and `None` is returned, as when
+/// there is no pin at all.
+pub(crate) fn reuse_pinned_link(
+    pins: &Pins,
+    target: &str,
+    on_target: impl Fn(&bpf::LinkInfoTarget) -> bool,
+    prog: &LoadedProgram,
+) -> Result<Option<Outcome>, Error> {
+    let Some(link) = open_pin(&pins.link)? else {
+        return Ok(None);
+    };
+    let info = match bpf::link_info(link.as_fd()) {
+        Ok(info) if on_target(&info.target) => info,
+        _ => {
+            remove_pin(&pins.link)?;
+            return Ok(None);
+        }
+    };
+    if prog_tag(info.prog_id)? == Some(prog.tag) {
+        return Ok(Some(Outcome::Unchanged));
+    }
+    let previous = bpf::prog_fd_by_id(info.prog_id)
+        .map_err(|e| Error::bpf(format!("prog id {}", info.prog_id), e))?;
+    bpf::link_update(link.as_fd(), prog.fd.as_fd(), Some(previous.as_fd())).map_err(|e| {
+        Error::bpf(
+            format!("{target}: replacing program '{}'", prog.spec.name),
+            e,
+        )
+    })?;
+    log::info!(
+        "{target}: program replaced in place (id {} -> {})",
+        info.prog_id,
+        prog.id
+    );
+    Ok(Some(Outcome::Replaced { previous }))
+}
+
+/// Decides between a bpf_link and the netlink fallback for `policy`, given whether the kernel
+/// has the link kind (`feature`). `attach=link` without kernel support is an error, not a fallback.
+pub(crate) fn use_link(
+    policy: AttachPolicy,
+    available: bool,
+    feature: &str,
+    target: &str,
+) -> Result<bool, Error> {
+    match policy {
+        AttachPolicy::Legacy => Ok(false),
+        AttachPolicy::Auto => Ok(available),
+        AttachPolicy::Link if available => Ok(true),
+        AttachPolicy::Link => Err(Error::Feature {
+            feature: feature.into(),
+            problem: format!("{target}: attach=link was asked for but the kernel does not have it; use attach=auto"),
+        }),
+    }
+}
+
 /// Describes a program id for a refusal message: `id 42 ('xdp_fw')`.
 pub(crate) fn describe_prog(id: u32) -> String {
     match bpf::prog_fd_by_id(id)

@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
-use super::{detach_link_pin, open_pin, pin, prog_tag, remove_pin, Outcome, Pins};
+use super::{detach_link_pin, open_pin, pin, reuse_pinned_link, Outcome, Pins};
 use crate::config::AttachPolicy;
 use crate::error::Error;
 use crate::object::{LoadedProgram, SockAddrHook};
@@ -44,27 +44,9 @@ pub(crate) fn attach(
     let cgroup_id = cgroup::cgroup_id(&dir)
         .map_err(|e| Error::io(format!("{target}: reading the cgroup id"), e))?;
 
-    if let Some(link) = open_pin(&pins.link)? {
-        match bpf::link_info(link.as_fd()) {
-            Ok(info) if matches!(info.target, bpf::LinkInfoTarget::Cgroup { cgroup_id: id, .. } if id == cgroup_id) =>
-            {
-                if prog_tag(info.prog_id)? == Some(prog.tag) {
-                    return Ok(Outcome::Unchanged);
-                }
-                let previous = bpf::prog_fd_by_id(info.prog_id)
-                    .map_err(|e| Error::bpf(format!("prog id {}", info.prog_id), e))?;
-                bpf::link_update(link.as_fd(), prog.fd.as_fd(), Some(previous.as_fd()))
-                    .map_err(|e| Error::bpf(format!("{target}: replacing program"), e))?;
-                log::info!(
-                    "{target}: program replaced (id {} -> {})",
-                    info.prog_id,
-                    prog.id
-                );
-                return Ok(Outcome::Replaced { previous });
-            }
-            // The cgroup was removed and re-created: the old link is defunct.
-            _ => remove_pin(&pins.link)?,
-        }
+    let on_this_cgroup = |t: &bpf::LinkInfoTarget| matches!(t, bpf::LinkInfoTarget::Cgroup { cgroup_id: id, .. } if *id == cgroup_id);
+    if let Some(outcome) = reuse_pinned_link(pins, &target, on_this_cgroup, prog)? {
+        return Ok(outcome);
     }
     if !bpf::features().cgroup_link {
         return Err(Error::Feature {

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use super::xdp::ifindex;
 use super::{
-    describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, Outcome, Pins, LEGACY_DIR,
+    describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, reuse_pinned_link,
+    use_link, Outcome, Pins, LEGACY_DIR,
 };
 use crate::config::AttachPolicy;
 use crate::error::Error;
@@ -58,27 +59,9 @@ pub(crate) fn attach(
     let ifindex = ifindex(&mut nl, ifname)?;
 
     // A pinned TCX link of ours: keep it or update it in place.
-    if let Some(link) = open_pin(&pins.link)? {
-        match bpf::link_info(link.as_fd()) {
-            Ok(info) if matches!(info.target, bpf::LinkInfoTarget::Tcx { ifindex: i, .. } if i == ifindex) =>
-            {
-                if prog_tag(info.prog_id)? == Some(prog.tag) {
-                    return Ok(Outcome::Unchanged);
-                }
-                let previous = bpf::prog_fd_by_id(info.prog_id)
-                    .map_err(|e| Error::bpf(format!("prog id {}", info.prog_id), e))?;
-                bpf::link_update(link.as_fd(), prog.fd.as_fd(), Some(previous.as_fd()))
-                    .map_err(|e| Error::bpf(format!("{target}: replacing {what} program"), e))?;
-                log::info!(
-                    "{target}: {what} program replaced (id {} -> {})",
-                    info.prog_id,
-                    prog.id
-                );
-                return Ok(Outcome::Replaced { previous });
-            }
-            // The interface was re-created or the link is defunct: start over.
-            _ => remove_pin(&pins.link)?,
-        }
+    let on_this_device = |t: &bpf::LinkInfoTarget| matches!(t, bpf::LinkInfoTarget::Tcx { ifindex: i, .. } if *i == ifindex);
+    if let Some(outcome) = reuse_pinned_link(pins, &target, on_this_device, prog)? {
+        return Ok(outcome);
     }
 
     // A legacy filter of ours?
@@ -123,19 +106,7 @@ pub(crate) fn attach(
     }
     remove_pin(&pins.legacy)?;
 
-    let use_link = match policy {
-        AttachPolicy::Legacy => false,
-        AttachPolicy::Link => {
-            if !bpf::features().tcx {
-                return Err(Error::Feature {
-                    feature: "TCX".into(),
-                    problem: format!("{target}: attach=link was asked for but the kernel has no TCX; use attach=auto"),
-                });
-            }
-            true
-        }
-        AttachPolicy::Auto => bpf::features().tcx,
-    };
+    let use_link = use_link(policy, bpf::features().tcx, "TCX", &target)?;
     if use_link {
         let attach_type = if egress {
             bpf::consts::BPF_TCX_EGRESS

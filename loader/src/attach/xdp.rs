@@ -5,7 +5,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, Outcome, Pins};
+use super::{
+    describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, use_link, Outcome, Pins,
+};
 use crate::config::AttachPolicy;
 use crate::error::Error;
 use crate::object::LoadedProgram;
@@ -130,19 +132,7 @@ pub(crate) fn attach(
         remove_pin(&pins.legacy)?;
     }
 
-    let use_link = match policy {
-        AttachPolicy::Legacy => false,
-        AttachPolicy::Link => {
-            if !bpf::features().xdp_link {
-                return Err(Error::Feature {
-                    feature: "XDP bpf_link".into(),
-                    problem: format!("{target}: attach=link was asked for but the kernel has no XDP links; use attach=auto"),
-                });
-            }
-            true
-        }
-        AttachPolicy::Auto => bpf::features().xdp_link,
-    };
+    let use_link = use_link(policy, bpf::features().xdp_link, "XDP bpf_link", &target)?;
     let mode_hint = if generic {
         String::new()
     } else {
