@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a short time (default 20 s each; argument: seconds per target).
 # Needs the nightly toolchain (cargo-fuzz uses sanitizer flags) and installs cargo-fuzz if missing.
+# A fixed seed keeps CI runs repeatable; run `cargo +nightly fuzz run TARGET` for open-ended fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-20}
@@ -12,6 +13,6 @@ printf 'interface eth0 role=host xdp=native tc=on attach=auto\ncgroup weir/web a
   > corpus/config_parse/seed.conf
 for target in $(cargo +nightly fuzz list); do
   echo "fuzz: $target for ${secs}s"
-  cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | tail -n 3
+  cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=4096 -seed=1 2>&1 | tail -n 3
   # a crash makes cargo fuzz exit non-zero, and pipefail carries it
 done
