@@ -29,6 +29,8 @@ pub mod object;
 pub mod sandbox;
 pub mod status;
 pub mod sys;
+#[cfg(test)]
+mod tests_fake;
 
 pub use dataplane::{Dataplane, DEFAULT_PIN_DIR};
 pub use error::Error;

@@ -9,6 +9,10 @@
 //! Element operations check the caller's buffers against the map's real key and value sizes (one
 //! `BPF_OBJ_GET_INFO_BY_FD` per call) because the kernel reads and writes exactly that many bytes
 //! through the pointers we pass: a short buffer would otherwise be memory corruption.
+//!
+//! Every command goes through one function, `sys_bpf`; in unit tests a fake installed with
+//! `sys::fake::install` answers there instead of the kernel, so the logic here (log retries,
+//! size checks, attr encoding) is tested without one.
 
 use std::ffi::{c_long, c_uint, c_void, CStr, CString};
 use std::fmt;
@@ -142,34 +146,34 @@ pub mod consts {
 
 use consts::*;
 
-// enum bpf_cmd
-const BPF_MAP_CREATE: u32 = 0;
-const BPF_MAP_LOOKUP_ELEM: u32 = 1;
-const BPF_MAP_UPDATE_ELEM: u32 = 2;
-const BPF_MAP_DELETE_ELEM: u32 = 3;
-const BPF_MAP_GET_NEXT_KEY: u32 = 4;
-const BPF_PROG_LOAD: u32 = 5;
-const BPF_OBJ_PIN: u32 = 6;
-const BPF_OBJ_GET: u32 = 7;
-const BPF_PROG_TEST_RUN: u32 = 10;
-const BPF_PROG_GET_NEXT_ID: u32 = 11;
-const BPF_MAP_GET_NEXT_ID: u32 = 12;
-const BPF_PROG_GET_FD_BY_ID: u32 = 13;
-const BPF_MAP_GET_FD_BY_ID: u32 = 14;
-const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
-const BPF_PROG_QUERY: u32 = 16;
-const BPF_BTF_LOAD: u32 = 18;
-const BPF_BTF_GET_FD_BY_ID: u32 = 19;
-const BPF_MAP_FREEZE: u32 = 22;
-const BPF_MAP_LOOKUP_BATCH: u32 = 24;
-const BPF_MAP_UPDATE_BATCH: u32 = 26;
-const BPF_MAP_DELETE_BATCH: u32 = 27;
-const BPF_LINK_CREATE: u32 = 28;
-const BPF_LINK_UPDATE: u32 = 29;
-const BPF_LINK_GET_FD_BY_ID: u32 = 30;
-const BPF_LINK_GET_NEXT_ID: u32 = 31;
-const BPF_ENABLE_STATS: u32 = 32;
-const BPF_LINK_DETACH: u32 = 34;
+// enum bpf_cmd (crate-visible for the fake syscall layer in tests)
+pub(crate) const BPF_MAP_CREATE: u32 = 0;
+pub(crate) const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+pub(crate) const BPF_MAP_UPDATE_ELEM: u32 = 2;
+pub(crate) const BPF_MAP_DELETE_ELEM: u32 = 3;
+pub(crate) const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+pub(crate) const BPF_PROG_LOAD: u32 = 5;
+pub(crate) const BPF_OBJ_PIN: u32 = 6;
+pub(crate) const BPF_OBJ_GET: u32 = 7;
+pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
+pub(crate) const BPF_PROG_GET_NEXT_ID: u32 = 11;
+pub(crate) const BPF_MAP_GET_NEXT_ID: u32 = 12;
+pub(crate) const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+pub(crate) const BPF_MAP_GET_FD_BY_ID: u32 = 14;
+pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+pub(crate) const BPF_PROG_QUERY: u32 = 16;
+pub(crate) const BPF_BTF_LOAD: u32 = 18;
+pub(crate) const BPF_BTF_GET_FD_BY_ID: u32 = 19;
+pub(crate) const BPF_MAP_FREEZE: u32 = 22;
+pub(crate) const BPF_MAP_LOOKUP_BATCH: u32 = 24;
+pub(crate) const BPF_MAP_UPDATE_BATCH: u32 = 26;
+pub(crate) const BPF_MAP_DELETE_BATCH: u32 = 27;
+pub(crate) const BPF_LINK_CREATE: u32 = 28;
+pub(crate) const BPF_LINK_UPDATE: u32 = 29;
+pub(crate) const BPF_LINK_GET_FD_BY_ID: u32 = 30;
+pub(crate) const BPF_LINK_GET_NEXT_ID: u32 = 31;
+pub(crate) const BPF_ENABLE_STATS: u32 = 32;
+pub(crate) const BPF_LINK_DETACH: u32 = 34;
 
 /// A failed `bpf(2)` call: which command, about what, the OS error and, for loads, the verifier's
 /// (or BTF checker's) log.
@@ -442,13 +446,28 @@ const _: () = {
     assert!(offset_of!(LinkUpdateAttr, old_prog_fd) == 12);
 };
 
-/// Issues one `bpf(2)` command.
+/// Issues one `bpf(2)` command. In unit tests a fake installed with `sys::fake::install`
+/// answers instead of the kernel.
 ///
 /// # Safety
-/// `attr` must be the attribute struct for `cmd`, and every pointer stored in it must be valid
+/// `attr` must be the attribute struct for `cmd` (a `repr(C)` struct of integers with explicit
+/// padding, so all its bytes are initialised), and every pointer stored in it must be valid
 /// for the access the kernel makes through it for `cmd` (reads of the given lengths, writes of
 /// the lengths the kernel documents) for the duration of the call.
 unsafe fn sys_bpf<T>(cmd: u32, attr: &mut T) -> io::Result<c_long> {
+    #[cfg(test)]
+    if super::fake::active() {
+        // SAFETY: per the contract, all size_of::<T>() bytes of `attr` are initialised integer
+        // fields, so viewing them as bytes, and any bytes a fake writes back, are valid.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(attr as *mut T as *mut u8, size_of::<T>()) };
+        let mem = fake_mem(cmd, bytes);
+        if let Some(ret) = super::fake::dispatch(cmd, bytes, mem) {
+            return ret
+                .map(|v| v as c_long)
+                .map_err(io::Error::from_raw_os_error);
+        }
+    }
     // SAFETY: forwarded from the caller; `attr` itself is a live, fully initialised struct of
     // `size_of::<T>()` bytes, which is the size we pass.
     let ret = unsafe {
@@ -1792,7 +1811,7 @@ pub struct Features {
 pub fn features() -> &'static Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
     FEATURES.get_or_init(|| {
-        let f = probe_features();
+        let f = probe_features(probe_xdp_link_in_private_netns);
         log::debug!("bpf features: {f:?}");
         f
     })
@@ -1878,7 +1897,40 @@ fn probe_xdp_link_in_private_netns() -> io::Result<bool> {
     })
 }
 
-fn probe_features() -> Features {
+/// Whether a link probe's answer shows support: a link (which the bogus targets make
+/// impossible, but would mean support), or `supported_errno`, which a kernel gives only after it
+/// accepted the attach type; any other error means no support.
+fn link_probe_verdict(
+    res: Result<OwnedFd, BpfError>,
+    supported_errno: i32,
+    errno_name: &str,
+) -> bool {
+    match res {
+        Ok(_) => true,
+        Err(e) => {
+            log::debug!("feature probe ({errno_name} = supported): {e}");
+            e.errno() == Some(supported_errno)
+        }
+    }
+}
+
+/// The XDP link probe's answer, or, when it could not run (no private netns), the TCX answer:
+/// TCX came after XDP links, so a kernel with TCX has them.
+fn xdp_link_verdict(probe: io::Result<bool>, tcx: bool) -> bool {
+    match probe {
+        Ok(v) => v,
+        Err(e) => {
+            log::debug!(
+                "feature probe: no private netns for the XDP link probe ({e}); inferring from TCX"
+            );
+            tcx
+        }
+    }
+}
+
+/// Runs the probes; `xdp_probe` is the XDP link probe (a parameter so unit tests can run the
+/// rest against a fake `bpf(2)` without a network namespace).
+fn probe_features(xdp_probe: impl FnOnce() -> io::Result<bool>) -> Features {
     let btf = btf_load(&probe_btf_blob())
         .map_err(|e| log::debug!("feature probe: {e}"))
         .is_ok();
@@ -1898,13 +1950,11 @@ fn probe_features() -> Features {
     .is_ok();
 
     let tcx = probe_prog(BPF_PROG_TYPE_SCHED_CLS, None, TC_ACT_UNSPEC).is_some_and(|prog| {
-        match link_create(prog.as_fd(), LinkTarget::Ifindex(0), BPF_TCX_INGRESS, 0) {
-            Ok(_) => true, // cannot happen for ifindex 0, but it would mean support
-            Err(e) => {
-                log::debug!("feature probe (ENODEV = supported): {e}");
-                e.errno() == Some(libc::ENODEV)
-            }
-        }
+        link_probe_verdict(
+            link_create(prog.as_fd(), LinkTarget::Ifindex(0), BPF_TCX_INGRESS, 0),
+            libc::ENODEV,
+            "ENODEV",
+        )
     });
 
     let cgroup_link = probe_prog(
@@ -1916,29 +1966,19 @@ fn probe_features() -> Features {
         let Ok(root) = std::fs::File::open("/") else {
             return false;
         };
-        match link_create(
-            prog.as_fd(),
-            LinkTarget::Fd(root.as_fd()),
-            BPF_CGROUP_INET4_CONNECT,
-            0,
-        ) {
-            Ok(_) => true,
-            Err(e) => {
-                log::debug!("feature probe (EBADF = supported): {e}");
-                e.errno() == Some(libc::EBADF)
-            }
-        }
+        link_probe_verdict(
+            link_create(
+                prog.as_fd(),
+                LinkTarget::Fd(root.as_fd()),
+                BPF_CGROUP_INET4_CONNECT,
+                0,
+            ),
+            libc::EBADF,
+            "EBADF",
+        )
     });
 
-    let xdp_link = match probe_xdp_link_in_private_netns() {
-        Ok(v) => v,
-        Err(e) => {
-            log::debug!(
-                "feature probe: no private netns for the XDP link probe ({e}); inferring from TCX"
-            );
-            tcx
-        }
-    };
+    let xdp_link = xdp_link_verdict(xdp_probe(), tcx);
     Features {
         xdp_link,
         tcx,
@@ -1946,6 +1986,170 @@ fn probe_features() -> Features {
         btf,
         ringbuf,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake syscall layer's view of the attrs (unit tests only)
+
+/// The user memory an attr points to, read with the same layouts the wrappers fill, so the fake
+/// can check every access it makes against what the wrapper handed out.
+#[cfg(test)]
+fn fake_mem(cmd: u32, a: &[u8]) -> super::fake::UserMem {
+    use super::fake::{LogFields, UserMem};
+    let u32_at = |off: usize| u32::from_ne_bytes(a[off..off + 4].try_into().expect("u32"));
+    let u64_at = |off: usize| u64::from_ne_bytes(a[off..off + 8].try_into().expect("u64"));
+    let len = |cnt: u32, size: u32| cnt as usize * size as usize;
+    let mut m = UserMem::default();
+    match cmd {
+        BPF_PROG_LOAD => {
+            type A = ProgLoadAttr;
+            let insn_cnt = u32_at(offset_of!(A, insn_cnt));
+            UserMem::add(&mut m.read, u64_at(offset_of!(A, insns)), len(insn_cnt, 8));
+            for (p, cnt, rec) in [
+                (
+                    offset_of!(A, func_info),
+                    offset_of!(A, func_info_cnt),
+                    offset_of!(A, func_info_rec_size),
+                ),
+                (
+                    offset_of!(A, line_info),
+                    offset_of!(A, line_info_cnt),
+                    offset_of!(A, line_info_rec_size),
+                ),
+            ] {
+                UserMem::add(&mut m.read, u64_at(p), len(u32_at(cnt), u32_at(rec)));
+            }
+            let license = u64_at(offset_of!(A, license));
+            if license != 0 {
+                m.strings.push(license);
+            }
+            let log = LogFields {
+                level: u32_at(offset_of!(A, log_level)),
+                buf: u64_at(offset_of!(A, log_buf)),
+                size: u32_at(offset_of!(A, log_size)) as usize,
+                true_size_off: offset_of!(A, log_true_size),
+            };
+            UserMem::add(&mut m.write, log.buf, log.size);
+            m.log = Some(log);
+        }
+        BPF_BTF_LOAD => {
+            type A = BtfLoadAttr;
+            let size = u32_at(offset_of!(A, btf_size));
+            UserMem::add(&mut m.read, u64_at(offset_of!(A, btf)), size as usize);
+            let log = LogFields {
+                level: u32_at(offset_of!(A, btf_log_level)),
+                buf: u64_at(offset_of!(A, btf_log_buf)),
+                size: u32_at(offset_of!(A, btf_log_size)) as usize,
+                true_size_off: offset_of!(A, btf_log_true_size),
+            };
+            UserMem::add(&mut m.write, log.buf, log.size);
+            m.log = Some(log);
+        }
+        BPF_OBJ_PIN | BPF_OBJ_GET => {
+            let path = u64_at(offset_of!(ObjAttr, pathname));
+            if path != 0 {
+                m.strings.push(path);
+            }
+        }
+        BPF_OBJ_GET_INFO_BY_FD => {
+            let info = u64_at(offset_of!(InfoAttr, info));
+            let info_len = u32_at(offset_of!(InfoAttr, info_len)) as usize;
+            UserMem::add(&mut m.write, info, info_len);
+            m.info = Some((info, info_len));
+        }
+        BPF_PROG_QUERY => {
+            type A = QueryAttr;
+            let count = u32_at(offset_of!(A, count));
+            UserMem::add(&mut m.write, u64_at(offset_of!(A, prog_ids)), len(count, 4));
+            UserMem::add(&mut m.write, u64_at(offset_of!(A, link_ids)), len(count, 4));
+        }
+        BPF_PROG_TEST_RUN => {
+            type A = TestRunAttr;
+            let data_in = u64_at(offset_of!(A, data_in));
+            UserMem::add(
+                &mut m.read,
+                data_in,
+                u32_at(offset_of!(A, data_size_in)) as usize,
+            );
+            let ctx_in = u64_at(offset_of!(A, ctx_in));
+            UserMem::add(
+                &mut m.read,
+                ctx_in,
+                u32_at(offset_of!(A, ctx_size_in)) as usize,
+            );
+            let data_out = u64_at(offset_of!(A, data_out));
+            UserMem::add(
+                &mut m.write,
+                data_out,
+                u32_at(offset_of!(A, data_size_out)) as usize,
+            );
+        }
+        // Element and batch buffers are sized by the map, not by the attr: the fake may not
+        // touch them.
+        _ => {}
+    }
+    m
+}
+
+#[cfg(test)]
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+#[cfg(test)]
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// The `struct bpf_map_info` bytes the kernel would report for `i` (for fakes).
+#[cfg(test)]
+pub(crate) fn fake_map_info_bytes(i: &MapInfo) -> Vec<u8> {
+    type R = MapInfoRaw;
+    let mut b = vec![0u8; size_of::<R>()];
+    put_u32(&mut b, offset_of!(R, map_type), i.map_type);
+    put_u32(&mut b, offset_of!(R, id), i.id);
+    put_u32(&mut b, offset_of!(R, key_size), i.key_size);
+    put_u32(&mut b, offset_of!(R, value_size), i.value_size);
+    put_u32(&mut b, offset_of!(R, max_entries), i.max_entries);
+    put_u32(&mut b, offset_of!(R, map_flags), i.flags);
+    let name = offset_of!(R, name);
+    b[name..name + BPF_OBJ_NAME_LEN].copy_from_slice(&obj_name(&i.name));
+    put_u32(&mut b, offset_of!(R, btf_id), i.btf_id);
+    put_u32(&mut b, offset_of!(R, btf_key_type_id), i.btf_key_type_id);
+    put_u32(
+        &mut b,
+        offset_of!(R, btf_value_type_id),
+        i.btf_value_type_id,
+    );
+    put_u64(&mut b, offset_of!(R, map_extra), i.map_extra);
+    b
+}
+
+/// The `struct bpf_prog_info` bytes the kernel would report for `i`, without map ids (for fakes).
+#[cfg(test)]
+pub(crate) fn fake_prog_info_bytes(i: &ProgInfo) -> Vec<u8> {
+    type R = ProgInfoRaw;
+    let mut b = vec![0u8; size_of::<R>()];
+    put_u32(&mut b, offset_of!(R, prog_type), i.prog_type);
+    put_u32(&mut b, offset_of!(R, id), i.id);
+    let tag = offset_of!(R, tag);
+    b[tag..tag + 8].copy_from_slice(&i.tag);
+    put_u32(&mut b, offset_of!(R, jited_prog_len), i.jited_len);
+    put_u32(&mut b, offset_of!(R, xlated_prog_len), i.xlated_len);
+    put_u64(&mut b, offset_of!(R, load_time), i.load_time);
+    put_u32(&mut b, offset_of!(R, created_by_uid), i.created_by_uid);
+    let name = offset_of!(R, name);
+    b[name..name + BPF_OBJ_NAME_LEN].copy_from_slice(&obj_name(&i.name));
+    put_u32(
+        &mut b,
+        offset_of!(R, gpl_compatible),
+        i.gpl_compatible.into(),
+    );
+    put_u32(&mut b, offset_of!(R, btf_id), i.btf_id);
+    put_u64(&mut b, offset_of!(R, run_time_ns), i.run_time_ns);
+    put_u64(&mut b, offset_of!(R, run_cnt), i.run_cnt);
+    put_u32(&mut b, offset_of!(R, verified_insns), i.verified_insns);
+    b
 }
 
 #[cfg(test)]
@@ -2017,5 +2221,833 @@ mod tests {
     fn return_program_encoding() {
         let i = return_insns(2);
         assert_eq!(i, [0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// The wrappers' logic against a fake `bpf(2)` (see `sys::fake`): retries, log handling, size
+/// checks and the bytes of each attr at the offsets of the kernel's uapi header.
+#[cfg(test)]
+mod fake_tests {
+    use std::cell::{Cell, RefCell};
+    use std::fs::File;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::sys::fake::{self, new_fd};
+
+    fn dev_null() -> File {
+        File::open("/dev/null").unwrap()
+    }
+
+    fn prog<'a>(insns: &'a [u8]) -> ProgLoad<'a> {
+        ProgLoad {
+            name: "t_prog",
+            prog_type: BPF_PROG_TYPE_XDP,
+            expected_attach_type: Some(BPF_XDP),
+            insns,
+            license: c"GPL",
+            kern_version: 0,
+            btf_fd: None,
+            func_info: &[],
+            func_info_rec_size: 0,
+            line_info: &[],
+            line_info_rec_size: 0,
+            prog_flags: 0,
+        }
+    }
+
+    fn errno_of(e: &BpfError) -> i32 {
+        e.errno().expect("an OS error")
+    }
+
+    /// The log sizes the wrapper offered, in call order (0 = no log).
+    fn log_sizes(f: &fake::Fake) -> Vec<usize> {
+        f.calls().iter().map(|s| s.log.unwrap().size).collect()
+    }
+
+    #[test]
+    fn prog_load_that_succeeds_needs_no_log_and_encodes_the_attr() {
+        let insns_seen = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&insns_seen);
+        let f = fake::install(move |c| {
+            assert_eq!(c.cmd, BPF_PROG_LOAD);
+            assert_eq!(c.attr.len(), 144);
+            *seen.borrow_mut() = c.read_user(c.u64_at(8), c.u32_at(4) as usize * 8);
+            Ok(new_fd())
+        });
+        let insns = return_insns(2);
+        let fi = [1u8; 16];
+        let li = [2u8; 32];
+        let btf = dev_null();
+        let p = ProgLoad {
+            btf_fd: Some(btf.as_fd()),
+            func_info: &fi,
+            func_info_rec_size: 8,
+            line_info: &li,
+            line_info_rec_size: 16,
+            kern_version: 7,
+            prog_flags: BPF_F_XDP_HAS_FRAGS,
+            ..prog(&insns)
+        };
+        prog_load(&p).unwrap();
+        let calls = f.calls();
+        assert_eq!(calls.len(), 1);
+        let s = &calls[0];
+        let log = s.log.unwrap();
+        assert_eq!((log.level, log.buf, log.size), (0, 0, 0));
+        assert_eq!(s.u32_at(0), BPF_PROG_TYPE_XDP); // prog_type
+        assert_eq!(s.u32_at(4), 2); // insn_cnt
+        assert_eq!(*insns_seen.borrow(), insns);
+        assert_eq!(s.strings, vec!["GPL".to_string()]); // license
+        assert_eq!(s.u32_at(40), 7); // kern_version
+        assert_eq!(s.u32_at(44), BPF_F_XDP_HAS_FRAGS); // prog_flags
+        assert_eq!(&s.attr[48..56], b"t_prog\0\0"); // prog_name
+        assert_eq!(s.u32_at(68), BPF_XDP); // expected_attach_type
+        assert_eq!(s.u32_at(72), btf.as_raw_fd() as u32); // prog_btf_fd
+        assert_eq!(s.u32_at(76), 8); // func_info_rec_size
+        assert_eq!(s.u64_at(80), fi.as_ptr() as u64); // func_info
+        assert_eq!(s.u32_at(88), 2); // func_info_cnt
+        assert_eq!(s.u32_at(92), 16); // line_info_rec_size
+        assert_eq!(s.u64_at(96), li.as_ptr() as u64); // line_info
+        assert_eq!(s.u32_at(104), 2); // line_info_cnt
+        assert!(
+            s.attr[108..].iter().all(|&b| b == 0),
+            "unused tail not zero"
+        );
+    }
+
+    #[test]
+    fn prog_load_without_btf_sends_no_records() {
+        let f = fake::install(|_| Ok(new_fd()));
+        let insns = return_insns(0);
+        prog_load(&ProgLoad {
+            func_info_rec_size: 8,
+            line_info_rec_size: 16,
+            expected_attach_type: None,
+            ..prog(&insns)
+        })
+        .unwrap();
+        let s = &f.calls()[0];
+        assert_eq!(s.u32_at(68), 0); // expected_attach_type
+        for off in [72, 76, 88, 92, 104] {
+            assert_eq!(s.u32_at(off), 0, "offset {off}");
+        }
+        assert_eq!((s.u64_at(80), s.u64_at(96)), (0, 0));
+    }
+
+    #[test]
+    fn prog_load_refuses_bad_sizes_before_any_call() {
+        let f = fake::install(|_| panic!("no call expected"));
+        let e = prog_load(&prog(&[0u8; 12])).unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("12 bytes of instructions"), "{e}");
+        assert!(prog_load(&prog(&[])).is_err());
+        let insns = return_insns(0);
+        let e = prog_load(&ProgLoad {
+            func_info: &[0; 10],
+            func_info_rec_size: 8,
+            ..prog(&insns)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("func_info: 10 bytes"), "{e}");
+        let e = prog_load(&ProgLoad {
+            line_info: &[0; 16],
+            line_info_rec_size: 0,
+            ..prog(&insns)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("record size 0"), "{e}");
+        assert_eq!(e.errno(), None);
+        assert!(f.calls().is_empty());
+    }
+
+    #[test]
+    fn failed_prog_load_retries_with_a_log_and_keeps_the_first_errno() {
+        let f = fake::install(|mut c| {
+            if c.log().buf == 0 {
+                return Err(libc::EACCES);
+            }
+            // The kernel rewinds the log: stale text follows the NUL.
+            c.write_log(b"0: R0 !read_ok\n\0stale text from an earlier pass");
+            Err(libc::EINVAL)
+        });
+        let insns = return_insns(0);
+        let e = prog_load(&prog(&insns)).unwrap_err();
+        assert_eq!(
+            errno_of(&e),
+            libc::EACCES,
+            "the first errno is the real one"
+        );
+        assert_eq!(e.call, "BPF_PROG_LOAD");
+        assert_eq!(e.subject, "program 't_prog'");
+        assert_eq!(e.verifier_log.as_deref(), Some("0: R0 !read_ok"));
+        let calls = f.calls();
+        assert_eq!(calls.len(), 2);
+        let retry = calls[1].log.unwrap();
+        assert_eq!((retry.level, retry.size), (1, LOG_START));
+        assert_eq!(calls[1].u32_at(24), 1); // log_level
+        assert_eq!(calls[1].u32_at(28) as usize, LOG_START); // log_size
+        assert_ne!(calls[1].u64_at(32), 0); // log_buf
+                                            // Apart from the log fields, the retry sends the same attr.
+        assert_eq!(calls[0].attr[..24], calls[1].attr[..24]);
+        assert_eq!(calls[0].attr[40..], calls[1].attr[40..]);
+    }
+
+    #[test]
+    fn enospc_grows_the_log_four_times_up_to_the_cap() {
+        let f = fake::install(|mut c| {
+            let log = c.log();
+            if log.buf == 0 {
+                return Err(libc::EPERM);
+            }
+            // Fill the whole buffer, no NUL: the log must come back exactly this long.
+            c.write_log(&vec![b'x'; log.size]);
+            Err(libc::ENOSPC)
+        });
+        let insns = return_insns(0);
+        let e = prog_load(&prog(&insns)).unwrap_err();
+        assert_eq!(
+            log_sizes(&f),
+            vec![
+                0,
+                LOG_START,
+                LOG_START * 4,
+                LOG_START * 16,
+                LOG_START * 64,
+                LOG_MAX
+            ]
+        );
+        assert_eq!(LOG_START * 256, LOG_MAX);
+        assert_eq!(errno_of(&e), libc::EPERM);
+        let log = e.verifier_log.unwrap();
+        assert_eq!(log.len(), LOG_MAX, "the log is the last buffer, no more");
+    }
+
+    #[test]
+    fn enospc_jumps_to_the_size_the_kernel_asks_for_within_the_cap() {
+        for (true_size, want) in [
+            (5_000_000u32, 5_000_001usize),
+            (100, LOG_START * 4),
+            (u32::MAX - 1, LOG_MAX),
+        ] {
+            let f = fake::install(move |mut c| {
+                let log = c.log();
+                if log.buf == 0 {
+                    return Err(libc::EINVAL);
+                }
+                if log.size == LOG_START {
+                    c.set_log_true_size(true_size);
+                    return Err(libc::ENOSPC);
+                }
+                c.write_log(b"the real reason\0");
+                Err(libc::EINVAL)
+            });
+            let insns = return_insns(0);
+            let e = prog_load(&prog(&insns)).unwrap_err();
+            assert_eq!(
+                log_sizes(&f),
+                vec![0, LOG_START, want],
+                "true size {true_size}"
+            );
+            assert_eq!(e.verifier_log.as_deref(), Some("the real reason"));
+        }
+    }
+
+    #[test]
+    fn a_retry_that_succeeds_returns_its_fd() {
+        let given = Rc::new(Cell::new(-1i64));
+        let g = Rc::clone(&given);
+        let f = fake::install(move |c| {
+            if c.log().buf == 0 {
+                return Err(libc::EINVAL);
+            }
+            let fd = new_fd();
+            g.set(fd);
+            Ok(fd)
+        });
+        let insns = return_insns(0);
+        let fd = prog_load(&prog(&insns)).unwrap();
+        assert_eq!(i64::from(fd.as_raw_fd()), given.get());
+        assert_eq!(f.calls().len(), 2);
+    }
+
+    #[test]
+    fn eagain_is_retried_then_given_up() {
+        let n = Rc::new(Cell::new(0));
+        let n2 = Rc::clone(&n);
+        let f = fake::install(move |_| {
+            n2.set(n2.get() + 1);
+            if n2.get() <= 3 {
+                Err(libc::EAGAIN)
+            } else {
+                Ok(new_fd())
+            }
+        });
+        let insns = return_insns(0);
+        prog_load(&prog(&insns)).unwrap();
+        assert_eq!(log_sizes(&f), vec![0; 4], "retried without a log");
+        drop(f);
+
+        let f = fake::install(|_| Err(libc::EAGAIN));
+        let e = prog_load(&prog(&insns)).unwrap_err();
+        assert_eq!(errno_of(&e), libc::EAGAIN);
+        let mut want = vec![0; 6];
+        want.extend([LOG_START; 6]);
+        assert_eq!(log_sizes(&f), want, "6 tries without, 6 with a log");
+    }
+
+    #[test]
+    fn btf_load_uses_the_same_log_strategy() {
+        let blob = probe_btf_blob();
+        let expect = blob.clone();
+        let f = fake::install(move |mut c| {
+            assert_eq!(c.cmd, BPF_BTF_LOAD);
+            assert_eq!(c.attr.len(), 32);
+            assert_eq!(c.read_user(c.u64_at(0), c.u32_at(16) as usize), expect);
+            let log = c.log();
+            if log.buf == 0 {
+                return Err(libc::EINVAL);
+            }
+            if log.size < 1_000_001 {
+                c.set_log_true_size(1_000_000);
+                return Err(libc::ENOSPC);
+            }
+            c.write_log(b"[1] INT int size=4 bad\n\0[2] stale");
+            Err(libc::E2BIG)
+        });
+        let e = btf_load(&blob).unwrap_err();
+        assert_eq!(errno_of(&e), libc::EINVAL);
+        assert_eq!(e.call, "BPF_BTF_LOAD");
+        assert_eq!(e.verifier_log.as_deref(), Some("[1] INT int size=4 bad"));
+        assert_eq!(log_sizes(&f), vec![0, LOG_START, 1_000_001]);
+        let calls = f.calls();
+        assert_eq!(calls[0].u32_at(24), 0); // btf_log_level
+        assert_eq!(calls[1].u32_at(24), 1);
+        assert_eq!(calls[2].u32_at(20), 1_000_001); // btf_log_size
+        drop(f);
+
+        let f = fake::install(|_| Ok(new_fd()));
+        btf_load(&blob).unwrap();
+        assert_eq!(log_sizes(&f), vec![0]);
+    }
+
+    /// A fake kernel with one map of the given shape behind every fd.
+    fn fake_map(map_type: u32, key_size: u32, value_size: u32) -> fake::Fake {
+        fake::install(move |mut c| match c.cmd {
+            BPF_OBJ_GET_INFO_BY_FD => {
+                assert_eq!(c.info_len(), 88);
+                c.answer_map_info(&MapInfo {
+                    id: 9,
+                    map_type,
+                    key_size,
+                    value_size,
+                    max_entries: 4,
+                    name: "m".into(),
+                    ..MapInfo::default()
+                });
+                Ok(0)
+            }
+            BPF_MAP_LOOKUP_ELEM | BPF_MAP_DELETE_ELEM | BPF_MAP_GET_NEXT_KEY => Err(libc::ENOENT),
+            _ => Ok(0),
+        })
+    }
+
+    #[test]
+    fn element_ops_refuse_buffers_of_the_wrong_size() {
+        let f = fake_map(BPF_MAP_TYPE_HASH, 8, 16);
+        let map = dev_null();
+        let fd = map.as_fd();
+        let refused = |e: BpfError, call: &str, msg: &str| {
+            assert_eq!(e.call, call);
+            assert_eq!(e.subject, "map 'm'");
+            assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(msg), "{e}");
+        };
+        let mut v16 = [0u8; 16];
+        let mut v15 = [0u8; 15];
+        let needs8 = "key buffer is 4 bytes, the map needs 8";
+        refused(
+            map_lookup(fd, &[0; 4], &mut v16).unwrap_err(),
+            "BPF_MAP_LOOKUP_ELEM",
+            needs8,
+        );
+        refused(
+            map_lookup(fd, &[0; 8], &mut v15).unwrap_err(),
+            "BPF_MAP_LOOKUP_ELEM",
+            "value buffer is 15 bytes, the map needs 16",
+        );
+        refused(
+            map_update(fd, &[0; 8], &[0; 17], BPF_ANY).unwrap_err(),
+            "BPF_MAP_UPDATE_ELEM",
+            "value buffer is 17 bytes",
+        );
+        refused(
+            map_delete(fd, &[0; 4]).unwrap_err(),
+            "BPF_MAP_DELETE_ELEM",
+            needs8,
+        );
+        refused(
+            map_next_key(fd, None, &mut [0; 4]).unwrap_err(),
+            "BPF_MAP_GET_NEXT_KEY",
+            "next key buffer is 4 bytes",
+        );
+        refused(
+            map_update_batch(fd, &[0; 16], &[0; 16], 2, 0).unwrap_err(),
+            "BPF_MAP_UPDATE_BATCH",
+            "values buffer is 16 bytes, the map needs 32",
+        );
+        refused(
+            map_lookup_batch(fd, None, &mut [0; 8], &mut [0; 8], &mut [0; 32], 2).unwrap_err(),
+            "BPF_MAP_LOOKUP_BATCH",
+            "keys buffer is 8 bytes, the map needs 16",
+        );
+        assert!(
+            f.cmds().iter().all(|&c| c == BPF_OBJ_GET_INFO_BY_FD),
+            "no element command may reach the kernel: {:?}",
+            f.cmds()
+        );
+
+        // Right sizes: the command goes out with the buffers.
+        let key = [1u8; 8];
+        assert!(!map_lookup(fd, &key, &mut v16).unwrap(), "ENOENT = absent");
+        map_update(fd, &key, &v16, BPF_NOEXIST).unwrap();
+        assert!(!map_delete(fd, &key).unwrap());
+        let up = f.calls_of(BPF_MAP_UPDATE_ELEM);
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].attr.len(), 32);
+        assert_eq!(up[0].u32_at(0), fd.as_raw_fd() as u32); // map_fd
+        assert_eq!(up[0].u64_at(8), key.as_ptr() as u64); // key
+        assert_eq!(up[0].u64_at(16), v16.as_ptr() as u64); // value
+        assert_eq!(up[0].u64_at(24), BPF_NOEXIST); // flags
+    }
+
+    #[test]
+    fn keyless_maps_get_a_null_key_and_percpu_values_are_per_cpu() {
+        const BPF_MAP_TYPE_QUEUE: u32 = 22;
+        let f = fake_map(BPF_MAP_TYPE_QUEUE, 0, 4);
+        let map = dev_null();
+        map_update(map.as_fd(), &[], &[0; 4], BPF_ANY).unwrap();
+        assert_eq!(f.calls_of(BPF_MAP_UPDATE_ELEM)[0].u64_at(8), 0);
+        drop(f);
+
+        let _f = fake_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 12);
+        let cpus = possible_cpus().unwrap() as usize;
+        let e = map_update(map.as_fd(), &[0; 4], &[0; 12], BPF_ANY).unwrap_err();
+        let want = format!("the map needs {}", 16 * cpus);
+        assert!(e.to_string().contains(&want), "{e}");
+        map_update(map.as_fd(), &[0; 4], &vec![0; 16 * cpus], BPF_ANY).unwrap();
+    }
+
+    #[test]
+    fn map_create_attr() {
+        let f = fake::install(|_| Ok(new_fd()));
+        let btf = dev_null();
+        map_create(&MapCreate {
+            name: "if_counters_with_a_long_name",
+            map_type: BPF_MAP_TYPE_PERCPU_HASH,
+            key_size: 8,
+            value_size: 16,
+            max_entries: 1024,
+            flags: BPF_F_NO_PREALLOC,
+            btf_fd: Some(btf.as_fd()),
+            btf_key_type_id: 3,
+            btf_value_type_id: 5,
+            map_extra: 0x1234,
+        })
+        .unwrap();
+        let s = &f.calls_of(BPF_MAP_CREATE)[0];
+        assert_eq!(s.attr.len(), 72);
+        assert_eq!(s.u32_at(0), BPF_MAP_TYPE_PERCPU_HASH);
+        assert_eq!(s.u32_at(4), 8); // key_size
+        assert_eq!(s.u32_at(8), 16); // value_size
+        assert_eq!(s.u32_at(12), 1024); // max_entries
+        assert_eq!(s.u32_at(16), BPF_F_NO_PREALLOC); // map_flags
+        assert_eq!(s.u32_at(20), 0); // inner_map_fd
+        assert_eq!(&s.attr[28..44], b"if_counters_wit\0"); // map_name
+        assert_eq!(s.u32_at(44), 0); // map_ifindex
+        assert_eq!(s.u32_at(48), btf.as_raw_fd() as u32); // btf_fd
+        assert_eq!(s.u32_at(52), 3); // btf_key_type_id
+        assert_eq!(s.u32_at(56), 5); // btf_value_type_id
+        assert_eq!(s.u64_at(64), 0x1234); // map_extra
+        drop(f);
+
+        let _f = fake::install(|_| Err(libc::EINVAL));
+        let e = map_create(&MapCreate {
+            name: "x",
+            map_type: BPF_MAP_TYPE_HASH,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            flags: 0,
+            btf_fd: None,
+            btf_key_type_id: 0,
+            btf_value_type_id: 0,
+            map_extra: 0,
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("map 'x': BPF_MAP_CREATE: "),
+            "{e}"
+        );
+        assert_eq!(errno_of(&e), libc::EINVAL);
+    }
+
+    #[test]
+    fn link_create_attr_for_ifindex_and_fd_targets() {
+        let f = fake::install(|c| match c.u32_at(8) {
+            BPF_TCX_INGRESS => Ok(new_fd()),
+            _ => Err(libc::EBADF),
+        });
+        let prog_file = dev_null();
+        let cgroup = dev_null();
+        let p = prog_file.as_fd();
+        link_create(p, LinkTarget::Ifindex(7), BPF_TCX_INGRESS, BPF_F_BEFORE).unwrap();
+        let e = link_create(
+            p,
+            LinkTarget::Fd(cgroup.as_fd()),
+            BPF_CGROUP_INET4_CONNECT,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(errno_of(&e), libc::EBADF);
+        assert_eq!(
+            e.subject,
+            format!("target fd {} attach type 10", cgroup.as_raw_fd())
+        );
+        let calls = f.calls_of(BPF_LINK_CREATE);
+        assert_eq!(calls.len(), 2);
+        for (s, target, attach, flags) in [
+            (&calls[0], 7, BPF_TCX_INGRESS, BPF_F_BEFORE),
+            (
+                &calls[1],
+                cgroup.as_raw_fd() as u32,
+                BPF_CGROUP_INET4_CONNECT,
+                0,
+            ),
+        ] {
+            assert_eq!(s.attr.len(), 32);
+            assert_eq!(s.u32_at(0), p.as_raw_fd() as u32); // prog_fd
+            assert_eq!(s.u32_at(4), target); // target_ifindex / target_fd
+            assert_eq!(s.u32_at(8), attach); // attach_type
+            assert_eq!(s.u32_at(12), flags); // flags
+            assert!(
+                s.attr[16..].iter().all(|&b| b == 0),
+                "relative/revision not zero"
+            );
+        }
+    }
+
+    #[test]
+    fn link_update_sets_replace_only_with_an_old_program() {
+        let f = fake::install(|_| Ok(0));
+        let (link, new, old) = (dev_null(), dev_null(), dev_null());
+        link_update(link.as_fd(), new.as_fd(), None).unwrap();
+        link_update(link.as_fd(), new.as_fd(), Some(old.as_fd())).unwrap();
+        let calls = f.calls_of(BPF_LINK_UPDATE);
+        for s in &calls {
+            assert_eq!(s.attr.len(), 16);
+            assert_eq!(s.u32_at(0), link.as_raw_fd() as u32); // link_fd
+            assert_eq!(s.u32_at(4), new.as_raw_fd() as u32); // new_prog_fd
+        }
+        assert_eq!((calls[0].u32_at(8), calls[0].u32_at(12)), (0, 0));
+        assert_eq!(calls[1].u32_at(8), BPF_F_REPLACE); // flags
+        assert_eq!(calls[1].u32_at(12), old.as_raw_fd() as u32); // old_prog_fd
+    }
+
+    #[test]
+    fn pin_and_get_pass_the_path() {
+        let f = fake::install(|c| match c.cmd {
+            BPF_OBJ_GET if c.read_str(c.u64_at(0)).ends_with("missing") => Err(libc::ENOENT),
+            BPF_OBJ_GET => Ok(new_fd()),
+            _ => Ok(0),
+        });
+        let obj = dev_null();
+        obj_pin(obj.as_fd(), Path::new("/sys/fs/bpf/weir/maps/m@v1")).unwrap();
+        obj_get(Path::new("/sys/fs/bpf/weir/maps/m@v1")).unwrap();
+        let e = obj_get(Path::new("/sys/fs/bpf/missing")).unwrap_err();
+        assert_eq!(errno_of(&e), libc::ENOENT);
+        assert_eq!(e.subject, "pin /sys/fs/bpf/missing");
+        let calls = f.calls();
+        assert_eq!(calls[0].cmd, BPF_OBJ_PIN);
+        assert_eq!(calls[0].attr.len(), 16);
+        assert_eq!(
+            calls[0].strings,
+            vec!["/sys/fs/bpf/weir/maps/m@v1".to_string()]
+        );
+        assert_eq!(calls[0].u32_at(8), obj.as_raw_fd() as u32); // bpf_fd
+        assert_eq!(calls[0].u32_at(12), 0); // file_flags
+        assert_eq!(calls[1].cmd, BPF_OBJ_GET);
+        assert_eq!(calls[1].u32_at(8), 0);
+        drop(f);
+
+        let f = fake::install(|_| panic!("no call expected"));
+        let e = obj_get(Path::new("/sys/fs/bpf/a\0b")).unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+        assert!(f.calls().is_empty());
+    }
+
+    #[test]
+    fn prog_query_sizes_the_arrays_from_the_kernel_count() {
+        // First call with no arrays learns the count; the second fills them.
+        let f = fake::install(|mut c| {
+            let cap = c.u32_at(24);
+            if cap == 0 {
+                c.set_u32(24, 2);
+                return Ok(0);
+            }
+            let ids: Vec<u8> = [10u32, 11].iter().flat_map(|v| v.to_ne_bytes()).collect();
+            c.write_user(c.u64_at(16), &ids);
+            let links = c.u64_at(40);
+            if links != 0 {
+                let l: Vec<u8> = [5u32, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+                c.write_user(links, &l);
+            }
+            c.set_u32(12, BPF_F_ALLOW_MULTI); // attach_flags
+            c.set_u64(56, 7); // revision
+            Ok(0)
+        });
+        let q = prog_query(LinkTarget::Ifindex(3), BPF_TCX_INGRESS, 0).unwrap();
+        assert_eq!(q.prog_ids, vec![10, 11]);
+        assert_eq!(q.link_ids, vec![5, 0]);
+        assert_eq!(q.revision, 7);
+        assert_eq!(q.attach_flags, BPF_F_ALLOW_MULTI);
+        let calls = f.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].attr.len(), 64);
+        assert_eq!(calls[0].u32_at(0), 3); // target_ifindex
+        assert_eq!(calls[0].u32_at(4), BPF_TCX_INGRESS); // attach_type
+        assert_eq!((calls[0].u64_at(16), calls[0].u64_at(40)), (0, 0));
+        assert_eq!(calls[1].u32_at(24), 2); // count
+        assert_ne!(calls[1].u64_at(40), 0, "link_ids asked for ifindex targets");
+        drop(f);
+
+        // A cgroup fd target asks for no link ids, and ENOSPC grows the arrays.
+        let f = fake::install(|mut c| {
+            assert_eq!(c.u64_at(40), 0, "no link_ids for fd targets");
+            match c.u32_at(24) {
+                0 => {
+                    c.set_u32(24, 1);
+                    Ok(0)
+                }
+                1 => {
+                    c.set_u32(24, 3);
+                    Err(libc::ENOSPC)
+                }
+                _ => {
+                    let ids: Vec<u8> = [1u32, 2, 3].iter().flat_map(|v| v.to_ne_bytes()).collect();
+                    c.write_user(c.u64_at(16), &ids);
+                    Ok(0)
+                }
+            }
+        });
+        let cg = dev_null();
+        let q = prog_query(
+            LinkTarget::Fd(cg.as_fd()),
+            BPF_CGROUP_INET4_CONNECT,
+            BPF_F_QUERY_EFFECTIVE,
+        )
+        .unwrap();
+        assert_eq!(q.prog_ids, vec![1, 2, 3]);
+        assert!(q.link_ids.is_empty());
+        let counts: Vec<u32> = f.calls().iter().map(|s| s.u32_at(24)).collect();
+        assert_eq!(counts, vec![0, 1, 3]);
+        assert_eq!(f.calls()[0].u32_at(8), BPF_F_QUERY_EFFECTIVE); // query_flags
+        drop(f);
+
+        // A count that never settles ends in an error, not a loop.
+        let f = fake::install(|mut c| {
+            let more = c.u32_at(24) + 1;
+            c.set_u32(24, more);
+            Ok(0)
+        });
+        let e = prog_query(LinkTarget::Ifindex(3), BPF_TCX_EGRESS, 0).unwrap_err();
+        assert!(e.to_string().contains("kept changing"), "{e}");
+        assert_eq!(f.calls().len(), 8);
+    }
+
+    #[test]
+    fn test_run_reads_back_what_the_kernel_wrote() {
+        let _f = fake::install(|mut c| {
+            assert_eq!(c.read_user(c.u64_at(16), c.u32_at(8) as usize), [7u8; 64]);
+            c.write_user(c.u64_at(24), &[9u8; 60]);
+            c.set_u32(12, 60); // data_size_out
+            c.set_u32(4, XDP_TX); // retval
+            c.set_u32(36, 33); // duration
+            Ok(0)
+        });
+        let prog_file = dev_null();
+        let r = prog_test_run(
+            prog_file.as_fd(),
+            &TestRun {
+                data_in: &[7; 64],
+                data_out_size: 128,
+                repeat: 1,
+                ..TestRun::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.retval, XDP_TX);
+        assert_eq!(r.duration_ns, 33);
+        assert_eq!(r.data_out, vec![9u8; 60]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the writable buffers")]
+    fn a_fake_cannot_write_past_a_buffer() {
+        let _f = fake::install(|mut c| {
+            let log = c.log();
+            if log.buf != 0 {
+                c.write_user(log.buf, &vec![0; log.size + 1]);
+            }
+            Err(libc::EINVAL)
+        });
+        let insns = return_insns(0);
+        let _ = prog_load(&prog(&insns));
+    }
+
+    #[test]
+    fn ids_and_info() {
+        let f = fake::install(|mut c| match c.cmd {
+            BPF_PROG_GET_NEXT_ID if c.u32_at(0) >= 5 => Err(libc::ENOENT),
+            BPF_PROG_GET_NEXT_ID => {
+                c.set_u32(4, 5);
+                Ok(0)
+            }
+            BPF_OBJ_GET_INFO_BY_FD => {
+                assert_eq!(c.info_len(), 232);
+                c.answer_prog_info(&ProgInfo {
+                    id: 5,
+                    prog_type: BPF_PROG_TYPE_SCHED_CLS,
+                    name: "tc_ingress".into(),
+                    tag: [1, 2, 3, 4, 5, 6, 7, 8],
+                    run_cnt: 3,
+                    verified_insns: 12,
+                    gpl_compatible: true,
+                    ..ProgInfo::default()
+                });
+                Ok(0)
+            }
+            _ => Err(libc::ENOENT),
+        });
+        assert_eq!(prog_next_id(0).unwrap(), Some(5));
+        assert_eq!(prog_next_id(5).unwrap(), None);
+        let e = prog_fd_by_id(42).unwrap_err();
+        assert_eq!(e.subject, "program id 42");
+        assert_eq!(errno_of(&e), libc::ENOENT);
+        let file = dev_null();
+        let info = prog_info(file.as_fd()).unwrap();
+        assert_eq!(info.id, 5);
+        assert_eq!(info.name, "tc_ingress");
+        assert_eq!(info.tag, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((info.run_cnt, info.verified_insns), (3, 12));
+        assert!(info.gpl_compatible && info.map_ids.is_empty());
+        assert_eq!(f.calls_of(BPF_OBJ_GET_INFO_BY_FD).len(), 1);
+    }
+
+    /// A fake kernel for the feature probes: BTF, ring buffers and programs load; a link answers
+    /// with `link_errno(attach_type)`.
+    fn probe_kernel(ok: bool, link_errno: fn(u32) -> i32) -> fake::Fake {
+        fake::install(move |c| match c.cmd {
+            BPF_PROG_LOAD => Ok(new_fd()),
+            BPF_BTF_LOAD | BPF_MAP_CREATE if ok => Ok(new_fd()),
+            BPF_LINK_CREATE => Err(link_errno(c.u32_at(8))),
+            _ => Err(libc::EINVAL),
+        })
+    }
+
+    #[test]
+    fn feature_probes_classify_the_kernel_answers() {
+        let no_netns = || Err(io::Error::from_raw_os_error(libc::EPERM));
+        let f = probe_kernel(true, |attach| match attach {
+            BPF_TCX_INGRESS => libc::ENODEV,
+            BPF_CGROUP_INET4_CONNECT => libc::EBADF,
+            _ => libc::EINVAL,
+        });
+        let got = probe_features(no_netns);
+        assert_eq!(
+            got,
+            Features {
+                xdp_link: true, // inferred from TCX
+                tcx: true,
+                cgroup_link: true,
+                btf: true,
+                ringbuf: true,
+            }
+        );
+        // The TCX probe targets ifindex 0 with a SCHED_CLS program; the ring buffer is 64 KiB.
+        let links = f.calls_of(BPF_LINK_CREATE);
+        let tcx = links
+            .iter()
+            .find(|s| s.u32_at(8) == BPF_TCX_INGRESS)
+            .unwrap();
+        assert_eq!(tcx.u32_at(4), 0);
+        let rb = &f.calls_of(BPF_MAP_CREATE)[0];
+        assert_eq!(
+            (rb.u32_at(0), rb.u32_at(12)),
+            (BPF_MAP_TYPE_RINGBUF, 64 * 1024)
+        );
+        drop(f);
+
+        let _f = probe_kernel(false, |_| libc::EINVAL);
+        let got = probe_features(|| Ok(true));
+        assert_eq!(
+            got,
+            Features {
+                xdp_link: true, // the real XDP probe's answer wins
+                ..Features::default()
+            }
+        );
+    }
+
+    #[test]
+    fn probe_verdicts() {
+        let err = |errno| {
+            Err(BpfError::new(
+                "BPF_LINK_CREATE",
+                "",
+                io::Error::from_raw_os_error(errno),
+            ))
+        };
+        let fd = OwnedFd::from(dev_null());
+        assert!(link_probe_verdict(Ok(fd), libc::ENODEV, "ENODEV"));
+        assert!(link_probe_verdict(
+            err(libc::ENODEV),
+            libc::ENODEV,
+            "ENODEV"
+        ));
+        assert!(!link_probe_verdict(
+            err(libc::EINVAL),
+            libc::ENODEV,
+            "ENODEV"
+        ));
+        assert!(!link_probe_verdict(
+            err(libc::EPERM),
+            libc::ENODEV,
+            "ENODEV"
+        ));
+        assert!(!link_probe_verdict(err(libc::ENODEV), libc::EBADF, "EBADF"));
+        assert!(xdp_link_verdict(Ok(true), false));
+        assert!(!xdp_link_verdict(Ok(false), true));
+        assert!(xdp_link_verdict(Err(io::Error::other("no netns")), true));
+        assert!(!xdp_link_verdict(Err(io::Error::other("no netns")), false));
+    }
+
+    #[test]
+    fn bpf_error_kinds_and_conversion() {
+        let e = BpfError::invalid("BPF_MAP_LOOKUP_ELEM", "map 'm'", "too short".into());
+        assert_eq!(e.errno(), None);
+        assert_eq!(e.to_string(), "map 'm': BPF_MAP_LOOKUP_ELEM: too short");
+        let mut e = BpfError::new(
+            "BPF_PROG_LOAD",
+            "program 'p'",
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        e.verifier_log = Some("0: bad".into());
+        assert_eq!(e.errno(), Some(libc::EACCES));
+        let io_err: io::Error = e.into();
+        assert_eq!(io_err.kind(), io::ErrorKind::PermissionDenied);
+        let text = io_err.to_string();
+        assert!(text.starts_with("program 'p': BPF_PROG_LOAD: "), "{text}");
+        assert!(text.ends_with("verifier log:\n0: bad"), "{text}");
     }
 }

@@ -4,5 +4,7 @@
 pub mod bpf;
 pub mod bpffs;
 pub mod cgroup;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod netlink;
 pub mod netns;
