@@ -16,6 +16,9 @@
 //! - [`config`]: the config language, parsed by hand with line:column errors.
 //! - [`cli`], [`demo`], [`sandbox`]: the `weir` command; only the CLI prints.
 
+// Only sys/ may use `unsafe`; the compiler holds every other module to that.
+#![deny(unsafe_code)]
+
 pub mod attach;
 pub mod btf;
 pub mod cli;
@@ -28,6 +31,7 @@ pub mod maps;
 pub mod object;
 pub mod sandbox;
 pub mod status;
+#[allow(unsafe_code)]
 pub mod sys;
 #[cfg(test)]
 mod tests_fake;
