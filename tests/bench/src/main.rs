@@ -1,0 +1,70 @@
+//! weir-bench: the benchmarks of the suite in BENCHMARKS.md, each run side by side with what a
+//! user would pick instead, interleaved in one process run.
+//!
+//! ```text
+//! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
+//! ```
+//!
+//! It needs root (it loads BPF programs into network namespaces and a cgroup it creates), installs
+//! the competitor's tools from Debian when they are missing, and writes its table into the
+//! project's BENCHMARKS.md. Benchmarks are not tests: nothing here asserts a timing.
+
+#![forbid(unsafe_code)]
+
+mod b5;
+mod env;
+mod kstate;
+mod proc;
+mod report;
+mod spec;
+mod stats;
+mod syscalls;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+weir-bench: weir side by side with its competitors (see BENCHMARKS.md)
+
+Usage: weir-bench <BENCHMARK> [OPTIONS]
+
+Benchmarks:
+  b5   loader cold load+attach of everything, binary size, peak RSS;
+       competitor: the same objects loaded with bpftool + ip + tc
+
+Options of b5:
+  --rounds N       interleaved timed rounds (default 12, at least 7)
+  --rss-rounds N   untimed rounds measuring peak RSS and CPU time per command (default 3)
+  --weir PATH      use this weir binary instead of building the static musl one
+  --no-write       print the section but leave BENCHMARKS.md alone
+
+Runs as root. Exit codes: 0 done, 1 error, 2 usage error.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("b5") => match b5::Options::parse(&args[1..]) {
+            Ok(opts) => match b5::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b5: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        // Internal: run a command and report its rusage (see proc::RSS_WRAP).
+        Some(proc::RSS_WRAP) => proc::rss_wrap_main(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => usage_error(&format!("unknown benchmark '{other}'")),
+        None => usage_error("which benchmark?"),
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("weir-bench: {msg}\n\n{USAGE}");
+    ExitCode::from(2)
+}
