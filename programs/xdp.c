@@ -1,24 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
-/* XDP packet/byte counter: counts every frame per ingress interface, then passes it. */
+/*
+ * XDP prefilter for host interfaces: drops packets from denied source prefixes (IPv4 and IPv6
+ * LPM tries), except to failsafe ports, and counts every verdict. See include/weir_prefilter.h.
+ */
 #include "weir_bpf.h"
 #include "weir_maps.h"
-#include "weir_count.h"
 
-WEIR_DEFINE_MAP_IF_COUNTERS;
+WEIR_DEFINE_MAP_PREFILTER_V4;
+WEIR_DEFINE_MAP_PREFILTER_V6;
+WEIR_DEFINE_MAP_PREFILTER_STATS;
+WEIR_DEFINE_MAP_FAILSAFE_IN;
+
+#include "weir_prefilter.h"
 
 SEC("xdp")
-int xdp_counter(struct xdp_md *ctx)
+int xdp_prefilter(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct weir_if_key key = {
-		.ifindex = ctx->ingress_ifindex,
-		.hook = WEIR_HOOK_XDP,
-	};
-
 	/* Linear frame length; weir does not load multi-buffer (xdp.frags) programs. */
-	weir_count_hash(&if_counters, &key, (__u64)(data_end - data));
-	return XDP_PASS;
+	return weir_prefilter(ctx, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

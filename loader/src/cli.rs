@@ -221,8 +221,12 @@ fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
                     .or_else(|| cfg.pin_dir.as_ref().map(|(p, _)| p.clone()))
                     .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             );
-            let n = dp.apply(&cfg)?;
-            println!("{n} map entries changed");
+            let change = dp.apply(&cfg)?;
+            if change.is_noop() {
+                println!("nothing to do: the maps already match the config");
+            } else {
+                println!("{change}");
+            }
         }
         "unload" => {
             let dp = Dataplane::new(pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()));

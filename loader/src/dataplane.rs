@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 
 use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR};
 use crate::config::{AttachPolicy, Config, XdpMode};
+use crate::contents::Undo;
 use crate::embedded;
 use crate::error::Error;
 use crate::maps::{self, MapSet, MAPS_DIR};
 use crate::object::{self, EmbeddedObject, LoadedProgram, VerifiedObject};
+use crate::prefilter::{self, PrefilterChange};
 use crate::sys::{bpf, bpffs};
 
 /// Where weir pins its state unless told otherwise.
@@ -55,12 +57,15 @@ pub struct LoadReport {
     pub maps_created: Vec<String>,
     /// Maps reused from pins (contents kept).
     pub maps_reused: Vec<String>,
+    /// What changed in the prefilter's deny lists and failsafes.
+    pub prefilter: PrefilterChange,
 }
 
 impl LoadReport {
     /// True when the run changed nothing in the kernel.
     pub fn is_noop(&self) -> bool {
         self.maps_created.is_empty()
+            && self.prefilter.is_noop()
             && self
                 .attachments
                 .iter()
@@ -84,6 +89,9 @@ impl fmt::Display for LoadReport {
         }
         if !self.maps_reused.is_empty() {
             writeln!(f, "maps reused: {}", self.maps_reused.join(", "))?;
+        }
+        if !self.prefilter.is_noop() {
+            writeln!(f, "{}", self.prefilter)?;
         }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
@@ -230,7 +238,8 @@ impl Dataplane {
         let created_dir = self.prepare_pin_dir()?;
         let _lock = PinDirLock::take(&self.pin_dir)?;
         let mut maps = MapSet::pinned(&self.pin_dir);
-        let result = self.load_locked(objects, &desired, &mut maps);
+        prefilter::set_capacities(&mut maps, cfg);
+        let result = self.load_locked(objects, &desired, &mut maps, cfg);
         if result.is_err() {
             for pin in maps.created_pins() {
                 let _ = fs::remove_file(&pin);
@@ -247,6 +256,7 @@ impl Dataplane {
         objects: Vec<VerifiedObject>,
         desired: &[Desired],
         maps: &mut MapSet,
+        cfg: &Config,
     ) -> Result<LoadReport, Error> {
         let needed: BTreeSet<&str> = desired.iter().map(|d| d.program.as_str()).collect();
         let mut programs: BTreeMap<String, LoadedProgram> = BTreeMap::new();
@@ -270,6 +280,19 @@ impl Dataplane {
                 &mut report.maps_created
             };
             list.push(m.def.name.to_owned());
+        }
+
+        // Map contents before attachments, so a new program never runs on an empty deny list.
+        let mut writes = Undo::default();
+        report.prefilter = match prefilter::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
+        if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
+            log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
 
         let mut done: Vec<(AttachPoint, Outcome)> = Vec::new();
@@ -302,6 +325,7 @@ impl Dataplane {
                     log::error!("{}: undoing after a failed load: {undo}", point.describe());
                 }
             }
+            writes.rollback(maps);
             return Err(e);
         }
 
@@ -335,7 +359,7 @@ impl Dataplane {
     ///
     /// # Errors
     /// Returns an error when weir is not loaded at this pin dir, or a map write fails.
-    pub fn apply(&self, cfg: &Config) -> Result<usize, Error> {
+    pub fn apply(&self, cfg: &Config) -> Result<PrefilterChange, Error> {
         if !self.pin_dir.join(MAPS_DIR).is_dir() {
             return Err(Error::Environment(format!(
                 "weir is not loaded at {} (run `weir load` first)",
@@ -343,10 +367,15 @@ impl Dataplane {
             )));
         }
         let _lock = PinDirLock::take(&self.pin_dir)?;
-        // The loader issue's programs keep no config-derived map entries; capabilities that do
-        // (deny lists, policies, services) compute and write their differences here.
-        let _ = cfg;
-        Ok(0)
+        let maps = MapSet::open_pinned(&self.pin_dir, |m| prefilter::set_capacities(m, cfg))?;
+        let mut writes = Undo::default();
+        match prefilter::apply(&maps, cfg, &mut writes) {
+            Ok(change) => Ok(change),
+            Err(e) => {
+                writes.rollback(&maps);
+                Err(e)
+            }
+        }
     }
 
     /// Removes every attachment and pin weir made at this pin dir. Attachments of others stay.

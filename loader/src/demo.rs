@@ -288,8 +288,10 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     w(out, format!("weir status:\n{}", indent(&st.to_string())));
     let checks = [
         (
-            "XDP saw the client's packets on the host veth",
-            counter(&st, &sb.veth_b, "xdp") > 0,
+            "the XDP prefilter passed the client's packets on the host veth",
+            st.prefilter
+                .iter()
+                .any(|(r, c)| r == "passed" && c.packets > 0),
         ),
         (
             "TC ingress saw them too",

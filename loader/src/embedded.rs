@@ -19,8 +19,8 @@ pub const OBJECTS: &[EmbeddedObject] = &[
     },
 ];
 
-/// The program attached at XDP on host interfaces.
-pub const PROG_XDP: &str = "xdp_counter";
+/// The program attached at XDP on host interfaces: the prefilter (deny list, failsafes).
+pub const PROG_XDP: &str = "xdp_prefilter";
 /// The program attached at TC ingress.
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 /// The program attached at TC egress.

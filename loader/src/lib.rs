@@ -23,12 +23,14 @@ pub mod attach;
 pub mod btf;
 pub mod cli;
 pub mod config;
+pub mod contents;
 pub mod dataplane;
 pub mod demo;
 pub mod embedded;
 pub mod error;
 pub mod maps;
 pub mod object;
+pub mod prefilter;
 pub mod sandbox;
 pub mod status;
 #[allow(unsafe_code)]

@@ -116,53 +116,75 @@ impl MapSet {
             .collect()
     }
 
-    fn open_or_create(
+    /// Opens every map pinned under `pin_dir` that the schema defines (for `weir apply`, which
+    /// changes contents only). Each is checked for compatibility as a reuse at load time is;
+    /// `configure` sets capacities first, so a capacity change in the config is reported.
+    ///
+    /// # Errors
+    /// Returns an error when a pin cannot be opened or is incompatible.
+    pub fn open_pinned(pin_dir: &Path, configure: impl FnOnce(&mut Self)) -> Result<Self, Error> {
+        let mut set = Self::pinned(pin_dir);
+        configure(&mut set);
+        for def in maps_schema::MAPS {
+            if let Some(open) = set.open_existing(def)? {
+                set.maps.insert(def.name, open);
+            }
+        }
+        Ok(set)
+    }
+
+    fn pin_path(&self, def: &MapDef) -> Option<PathBuf> {
+        self.pin_dir
+            .as_ref()
+            .map(|dir| dir.join(MAPS_DIR).join(pin_name(def)))
+    }
+
+    /// Opens the pinned map of `def` if there is one, refusing an incompatible one.
+    fn open_existing(&self, def: &'static MapDef) -> Result<Option<OpenMap>, Error> {
+        let Some(dir) = &self.pin_dir else {
+            return Ok(None);
+        };
+        check_other_versions(&dir.join(MAPS_DIR), def)?;
+        let path = dir.join(MAPS_DIR).join(pin_name(def));
+        let fd = match bpf::obj_get(&path) {
+            Ok(fd) => fd,
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => {
+                return Err(Error::bpf(
+                    format!("map '{}': opening pin {}", def.name, path.display()),
+                    e,
+                ))
+            }
+        };
+        let info =
+            bpf::map_info(fd.as_fd()).map_err(|e| Error::bpf(format!("map '{}'", def.name), e))?;
+        let d = pinned_differences(&info, def, self.max_entries(def));
+        if !d.is_empty() {
+            return Err(Error::map(
+                def.name,
+                format!(
+                    "the map pinned at {} is not compatible: {}. Run `weir unload` (its contents are lost) or point --pin-dir elsewhere",
+                    path.display(),
+                    d.join("; ")
+                ),
+            ));
+        }
+        log::debug!("map '{}': reusing pinned map id {}", def.name, info.id);
+        Ok(Some(OpenMap {
+            def,
+            fd,
+            reused: true,
+            pin: Some(path),
+        }))
+    }
+
+    /// Creates the map of `def` (pinning it when this set pins).
+    fn create(
         &self,
         def: &'static MapDef,
         btf: Option<(BorrowedFd<'_>, u32, u32)>,
     ) -> Result<OpenMap, Error> {
         let max_entries = self.max_entries(def);
-        let pin = match &self.pin_dir {
-            Some(dir) => {
-                let maps_dir = dir.join(MAPS_DIR);
-                check_other_versions(&maps_dir, def)?;
-                Some(maps_dir.join(pin_name(def)))
-            }
-            None => None,
-        };
-        if let Some(path) = &pin {
-            match bpf::obj_get(path) {
-                Ok(fd) => {
-                    let info = bpf::map_info(fd.as_fd())
-                        .map_err(|e| Error::bpf(format!("map '{}'", def.name), e))?;
-                    let d = pinned_differences(&info, def, max_entries);
-                    if !d.is_empty() {
-                        return Err(Error::map(
-                            def.name,
-                            format!(
-                                "the map pinned at {} is not compatible: {}. Run `weir unload` (its contents are lost) or point --pin-dir elsewhere",
-                                path.display(),
-                                d.join("; ")
-                            ),
-                        ));
-                    }
-                    log::debug!("map '{}': reusing pinned map id {}", def.name, info.id);
-                    return Ok(OpenMap {
-                        def,
-                        fd,
-                        reused: true,
-                        pin,
-                    });
-                }
-                Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => {
-                    return Err(Error::bpf(
-                        format!("map '{}': opening pin {}", def.name, path.display()),
-                        e,
-                    ))
-                }
-            }
-        }
         let (btf_fd, key_id, value_id) = match btf {
             Some((fd, k, v)) => (Some(fd), k, v),
             None => (None, 0, 0),
@@ -180,6 +202,7 @@ impl MapSet {
             map_extra: 0,
         })
         .map_err(|e| Error::bpf(format!("map '{}'", def.name), e))?;
+        let pin = self.pin_path(def);
         if let Some(path) = &pin {
             bpf::obj_pin(fd.as_fd(), path).map_err(|e| {
                 Error::bpf(
@@ -232,7 +255,10 @@ impl MapProvider for MapSet {
         btf: Option<(BorrowedFd<'_>, u32, u32)>,
     ) -> Result<BorrowedFd<'_>, Error> {
         if !self.maps.contains_key(def.name) {
-            let open = self.open_or_create(def, btf)?;
+            let open = match self.open_existing(def)? {
+                Some(open) => open,
+                None => self.create(def, btf)?,
+            };
             self.maps.insert(def.name, open);
         }
         Ok(self.maps[def.name].fd.as_fd())

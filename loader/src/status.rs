@@ -74,6 +74,10 @@ pub struct Status {
     pub if_counters: Vec<IfCounter>,
     /// Connect-time hook call counters: (hook, calls).
     pub sock_counters: Vec<(String, u64)>,
+    /// XDP prefilter verdicts by reason (`passed`, `dropped`, `failsafe`, `unparsed`).
+    pub prefilter: Vec<(String, Counter)>,
+    /// Deny-list entries with their hit counts, most hits first.
+    pub deny_hits: Vec<(String, u64)>,
 }
 
 fn hook_name(hook: u32) -> String {
@@ -237,9 +241,38 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                     }
                 }
             }
+            "prefilter_stats" => {
+                for reason in 0..info.max_entries {
+                    let Some(c) = read_percpu_counter(fd.as_fd(), &reason.encode(), ncpus)? else {
+                        continue;
+                    };
+                    let name = maps_schema::prefilter_reason::name(reason)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("reason {reason}"));
+                    st.prefilter.push((name, c));
+                }
+            }
+            "prefilter_v4" | "prefilter_v6" => {
+                let mut value = [0u8; 8];
+                for key in crate::contents::keys(fd.as_fd(), info.key_size, name)? {
+                    let Some(cidr) = crate::prefilter::cidr_of_key(&key) else {
+                        continue;
+                    };
+                    let found = bpf::map_lookup(fd.as_fd(), &key, &mut value)
+                        .map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
+                    if found {
+                        let hits = maps_schema::DenyEntry::decode(&value)
+                            .map(|d| d.hits)
+                            .unwrap_or(0);
+                        st.deny_hits.push((cidr.to_string(), hits));
+                    }
+                }
+            }
             _ => {}
         }
     }
+    st.deny_hits
+        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     st.if_counters
         .sort_by(|a, b| (&a.interface, &a.hook).cmp(&(&b.interface, &b.hook)));
     Ok(st)
@@ -282,6 +315,30 @@ impl fmt::Display for Status {
                     "  {:<16} {:<11} {} packets, {} bytes",
                     c.interface, c.hook, c.counter.packets, c.counter.bytes
                 )?;
+            }
+        }
+        if !self.prefilter.is_empty() {
+            writeln!(f, "xdp prefilter:")?;
+            for (reason, c) in &self.prefilter {
+                writeln!(f, "  {reason:<16} {} packets, {} bytes", c.packets, c.bytes)?;
+            }
+            let hit: Vec<_> = self.deny_hits.iter().filter(|(_, h)| *h > 0).collect();
+            writeln!(
+                f,
+                "  deny list: {} entries, {} with hits{}",
+                self.deny_hits.len(),
+                hit.len(),
+                if hit.is_empty() {
+                    ""
+                } else {
+                    " (most hits first):"
+                }
+            )?;
+            for (cidr, hits) in hit.iter().take(20) {
+                writeln!(f, "    {cidr:<43} {hits} packets dropped")?;
+            }
+            if hit.len() > 20 {
+                writeln!(f, "    ... {} more", hit.len() - 20)?;
             }
         }
         if !self.sock_counters.is_empty() {

@@ -241,7 +241,10 @@ struct WantProg {
 }
 
 fn want_progs(obj: &EmbeddedObject) -> BTreeMap<String, WantProg> {
-    let parsed = aya_obj::Object::parse(obj.bytes).unwrap();
+    let mut parsed = aya_obj::Object::parse(obj.bytes).unwrap();
+    // Programs that call global functions are loaded with those functions linked in.
+    let text: std::collections::HashSet<usize> = parsed.functions.keys().map(|(s, _)| *s).collect();
+    parsed.relocate_calls(&text).unwrap();
     parsed
         .programs
         .iter()

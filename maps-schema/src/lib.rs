@@ -210,6 +210,65 @@ pub mod sock_hook {
     pub const CONNECT6: u32 = 1;
 }
 
+/// Prefilter verdict reasons: the key (array index) of `prefilter_stats`.
+pub mod prefilter_reason {
+    /// Not denied (or not IP at all): passed to the stack.
+    pub const PASSED: u32 = 0;
+    /// Source denied: dropped (and the deny entry's `hits` incremented).
+    pub const DROPPED: u32 = 1;
+    /// Source denied, but sent to a failsafe protocol/port: passed.
+    pub const FAILSAFE: u32 = 2;
+    /// Could not be parsed as far as judging it needs: passed to the stack, which deals with it.
+    pub const UNPARSED: u32 = 3;
+    /// Number of reasons (`prefilter_stats` has this many entries).
+    pub const COUNT: u32 = 4;
+
+    /// The lower-case name of a reason, e.g. `"failsafe"`.
+    pub fn name(reason: u32) -> Option<&'static str> {
+        match reason {
+            PASSED => Some("passed"),
+            DROPPED => Some("dropped"),
+            FAILSAFE => Some("failsafe"),
+            UNPARSED => Some("unparsed"),
+            _ => None,
+        }
+    }
+}
+
+/// The layout of `failsafe_in`: one bitmap of 65536 destination ports per protocol slot, stored as
+/// [`WORDS_PER_SLOT`](failsafe::WORDS_PER_SLOT) `u64` words (native byte order). Port `p` of slot
+/// `s` is bit `p % 64` of word `s * WORDS_PER_SLOT + p / 64` (see [`failsafe::position`]).
+pub mod failsafe {
+    /// Protocol slot of TCP (IP protocol 6).
+    pub const TCP: u32 = 0;
+    /// Protocol slot of UDP (IP protocol 17).
+    pub const UDP: u32 = 1;
+    /// Protocol slot of SCTP (IP protocol 132).
+    pub const SCTP: u32 = 2;
+    /// Number of protocol slots.
+    pub const SLOTS: u32 = 3;
+    /// `u64` words per slot: 65536 ports / 64 bits.
+    pub const WORDS_PER_SLOT: u32 = 1024;
+
+    /// The word index (map key) and the bit mask within that word of `port` in protocol `slot`.
+    pub const fn position(slot: u32, port: u16) -> (u32, u64) {
+        (
+            slot * WORDS_PER_SLOT + (port as u32) / 64,
+            1u64 << ((port as u32) % 64),
+        )
+    }
+
+    /// The protocol slot of IP protocol number `proto`, if failsafes can name it.
+    pub const fn slot_of_ip_proto(proto: u8) -> Option<u32> {
+        match proto {
+            6 => Some(TCP),
+            17 => Some(UDP),
+            132 => Some(SCTP),
+            _ => None,
+        }
+    }
+}
+
 /// A named integer constant shared by Rust and C (emitted as `#define`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Constant {
@@ -260,6 +319,52 @@ pub const CONSTANTS: &[ConstGroup] = &[
             },
         ],
     },
+    ConstGroup {
+        doc: "Prefilter verdict reasons: the key of prefilter_stats.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_PREFILTER_PASSED",
+                value: prefilter_reason::PASSED,
+            },
+            Constant {
+                c_name: "WEIR_PREFILTER_DROPPED",
+                value: prefilter_reason::DROPPED,
+            },
+            Constant {
+                c_name: "WEIR_PREFILTER_FAILSAFE",
+                value: prefilter_reason::FAILSAFE,
+            },
+            Constant {
+                c_name: "WEIR_PREFILTER_UNPARSED",
+                value: prefilter_reason::UNPARSED,
+            },
+            Constant {
+                c_name: "WEIR_PREFILTER_REASONS",
+                value: prefilter_reason::COUNT,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "failsafe_in: port p of protocol slot s is bit p % 64 of word s * WEIR_FAILSAFE_WORDS_PER_SLOT + p / 64.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_FAILSAFE_SLOT_TCP",
+                value: failsafe::TCP,
+            },
+            Constant {
+                c_name: "WEIR_FAILSAFE_SLOT_UDP",
+                value: failsafe::UDP,
+            },
+            Constant {
+                c_name: "WEIR_FAILSAFE_SLOT_SCTP",
+                value: failsafe::SCTP,
+            },
+            Constant {
+                c_name: "WEIR_FAILSAFE_WORDS_PER_SLOT",
+                value: failsafe::WORDS_PER_SLOT,
+            },
+        ],
+    },
 ];
 
 /// Every weir map.
@@ -283,6 +388,46 @@ pub const MAPS: &[MapDef] = &[
         flags: 0,
         layout_version: 1,
         doc: "Calls per socket hook (index: WEIR_SOCK_HOOK_*), per CPU; bytes stays 0.",
+    },
+    MapDef {
+        name: "prefilter_v4",
+        map_type: MapType::LpmTrie,
+        key: LpmV4Key::LAYOUT,
+        value: DenyEntry::LAYOUT,
+        max_entries: 262_144,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "XDP prefilter IPv4 deny list: source prefixes whose packets are dropped, with hits.",
+    },
+    MapDef {
+        name: "prefilter_v6",
+        map_type: MapType::LpmTrie,
+        key: LpmV6Key::LAYOUT,
+        value: DenyEntry::LAYOUT,
+        max_entries: 65_536,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "XDP prefilter IPv6 deny list: source prefixes whose packets are dropped, with hits.",
+    },
+    MapDef {
+        name: "prefilter_stats",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: prefilter_reason::COUNT,
+        flags: 0,
+        layout_version: 1,
+        doc: "XDP prefilter packets and frame bytes per verdict reason (index: WEIR_PREFILTER_*), per CPU.",
+    },
+    MapDef {
+        name: "failsafe_in",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: <u64 as Codec>::LAYOUT,
+        max_entries: failsafe::SLOTS * failsafe::WORDS_PER_SLOT,
+        flags: 0,
+        layout_version: 1,
+        doc: "Inbound failsafe destination ports, a bitmap per protocol slot (WEIR_FAILSAFE_*): never dropped by the prefilter.",
     },
 ];
 
@@ -507,6 +652,72 @@ impl Counter {
             packets: acc.packets.wrapping_add(c.packets),
             bytes: acc.bytes.wrapping_add(c.bytes),
         })
+    }
+}
+
+schema_struct! {
+    /// Key of `prefilter_v4`: C `struct weir_lpm_v4`, an LPM trie key (prefix length, then the
+    /// address in network byte order).
+    pub struct LpmV4Key as "weir_lpm_v4" {
+        /// Prefix length in bits, 0..=32 (native byte order, as the kernel's LPM trie wants).
+        pub prefixlen: u32,
+        /// IPv4 address, network byte order.
+        pub addr: [u8; 4],
+    }
+}
+
+impl LpmV4Key {
+    /// The key for `addr/prefixlen`, host bits cleared (so a key read back from the map compares
+    /// equal to the one written). `None` when `prefixlen` exceeds 32.
+    pub fn new(addr: std::net::Ipv4Addr, prefixlen: u32) -> Option<LpmV4Key> {
+        Some(LpmV4Key {
+            prefixlen,
+            addr: mask_prefix(addr.octets(), prefixlen)?,
+        })
+    }
+}
+
+schema_struct! {
+    /// Key of `prefilter_v6`: C `struct weir_lpm_v6`, an LPM trie key (prefix length, then the
+    /// address in network byte order).
+    pub struct LpmV6Key as "weir_lpm_v6" {
+        /// Prefix length in bits, 0..=128 (native byte order).
+        pub prefixlen: u32,
+        /// IPv6 address, network byte order.
+        pub addr: [u8; 16],
+    }
+}
+
+impl LpmV6Key {
+    /// The key for `addr/prefixlen`, host bits cleared. `None` when `prefixlen` exceeds 128.
+    pub fn new(addr: std::net::Ipv6Addr, prefixlen: u32) -> Option<LpmV6Key> {
+        Some(LpmV6Key {
+            prefixlen,
+            addr: mask_prefix(addr.octets(), prefixlen)?,
+        })
+    }
+}
+
+/// `addr` with every bit after the first `prefixlen` cleared; `None` if `prefixlen` is too long.
+fn mask_prefix<const N: usize>(mut addr: [u8; N], prefixlen: u32) -> Option<[u8; N]> {
+    let bits = usize::try_from(prefixlen).ok()?;
+    if bits > N * 8 {
+        return None;
+    }
+    for (i, b) in addr.iter_mut().enumerate() {
+        let keep = bits.saturating_sub(i * 8).min(8);
+        // keep = 0..=8 leading bits of this byte survive.
+        *b &= !(0xffu16 >> keep) as u8;
+    }
+    Some(addr)
+}
+
+schema_struct! {
+    /// Value of `prefilter_v4` and `prefilter_v6`: C `struct weir_deny_entry`.
+    pub struct DenyEntry as "weir_deny_entry" {
+        /// Packets this entry has dropped (shared by all CPUs, incremented atomically by the
+        /// program; it restarts at 0 whenever user space rewrites the entry).
+        pub hits: u64,
     }
 }
 

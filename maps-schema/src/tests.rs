@@ -202,6 +202,9 @@ fn decode_never_panics_on_any_short_input() {
     for n in 0..64 {
         let b = &data[..n];
         let _ = IfKey::decode(b);
+        let _ = LpmV4Key::decode(b);
+        let _ = LpmV6Key::decode(b);
+        let _ = DenyEntry::decode(b);
         let _ = Counter::decode(b);
         let _ = u32::decode(b);
         for cpus in 0..10 {
@@ -373,10 +376,185 @@ fn header_contents() {
          \t} if_counters SEC(\".maps\")\n"
     ));
     assert!(h.contains("__type(key, __u32); \\\n"));
-    assert!(
-        !h.contains("map_flags"),
-        "flags are emitted only when non-zero"
+    // Flags are emitted only when non-zero.
+    let block = |name: &str| {
+        let start = h.find(&format!("#define WEIR_DEFINE_MAP_{name} ")).unwrap();
+        let end = start + h[start..].find(" SEC(\".maps\")").unwrap();
+        h[start..end].to_owned()
+    };
+    assert!(!block("IF_COUNTERS").contains("map_flags"));
+    assert!(!block("PREFILTER_STATS").contains("map_flags"));
+    assert!(h.contains(
+        "#define WEIR_DEFINE_MAP_PREFILTER_V4 \\\n\
+         \tstruct { \\\n\
+         \t\t__uint(type, BPF_MAP_TYPE_LPM_TRIE); \\\n\
+         \t\t__type(key, struct weir_lpm_v4); \\\n\
+         \t\t__type(value, struct weir_deny_entry); \\\n\
+         \t\t__uint(max_entries, 262144); \\\n\
+         \t\t__uint(map_flags, 0x1); \\\n\
+         \t} prefilter_v4 SEC(\".maps\")\n"
+    ));
+    assert!(block("PREFILTER_V6").contains("__uint(map_flags, 0x1);"));
+    assert!(h.contains("struct weir_lpm_v4 {\n\t__u32 prefixlen;\n\t__u8 addr[4];\n};\n"));
+    assert!(h.contains("struct weir_lpm_v6 {\n\t__u32 prefixlen;\n\t__u8 addr[16];\n};\n"));
+    assert!(h.contains("struct weir_deny_entry {\n\t__u64 hits;\n};\n"));
+    assert_eq!(h.matches("struct weir_deny_entry {").count(), 1);
+    assert!(block("FAILSAFE_IN").contains("__type(value, __u64);"));
+    assert!(block("FAILSAFE_IN").contains("__uint(max_entries, 3072);"));
+    for line in [
+        "#define WEIR_PREFILTER_PASSED 0\n",
+        "#define WEIR_PREFILTER_DROPPED 1\n",
+        "#define WEIR_PREFILTER_FAILSAFE 2\n",
+        "#define WEIR_PREFILTER_UNPARSED 3\n",
+        "#define WEIR_PREFILTER_REASONS 4\n",
+        "#define WEIR_FAILSAFE_SLOT_TCP 0\n",
+        "#define WEIR_FAILSAFE_SLOT_UDP 1\n",
+        "#define WEIR_FAILSAFE_SLOT_SCTP 2\n",
+        "#define WEIR_FAILSAFE_WORDS_PER_SLOT 1024\n",
+    ] {
+        assert!(h.contains(line), "{line}");
+    }
+}
+
+#[test]
+fn prefilter_layouts() {
+    // Hand-written numbers: a change here is an ABI change (bump layout_version).
+    assert_eq!(size_of::<LpmV4Key>(), 8);
+    assert_eq!(offset_of!(LpmV4Key, addr), 4);
+    assert_eq!(LpmV4Key::LAYOUT.c_name, "struct weir_lpm_v4");
+    let f = LpmV4Key::LAYOUT.fields;
+    assert_eq!(
+        (f[0].name, f[0].offset, f[0].size, f[0].c_type),
+        ("prefixlen", 0, 4, "__u32")
     );
+    assert_eq!(
+        (f[1].name, f[1].offset, f[1].size, f[1].c_type),
+        ("addr", 4, 4, "__u8[4]")
+    );
+    assert_eq!(size_of::<LpmV6Key>(), 20);
+    assert_eq!(LpmV6Key::LAYOUT.size, 20);
+    assert_eq!(LpmV6Key::LAYOUT.c_name, "struct weir_lpm_v6");
+    let f = LpmV6Key::LAYOUT.fields;
+    assert_eq!(
+        (f[1].name, f[1].offset, f[1].size, f[1].c_type),
+        ("addr", 4, 16, "__u8[16]")
+    );
+    assert_eq!(size_of::<DenyEntry>(), 8);
+    assert_eq!(DenyEntry::LAYOUT.c_name, "struct weir_deny_entry");
+    assert_eq!(DenyEntry::LAYOUT.fields.len(), 1);
+
+    // The LPM trie wants the prefix length in native order, then the address as on the wire.
+    let k = LpmV4Key {
+        prefixlen: 24,
+        addr: [192, 0, 2, 0],
+    };
+    let b = k.encode();
+    assert_eq!(&b[..4], &24u32.to_ne_bytes());
+    assert_eq!(&b[4..], &[192, 0, 2, 0]);
+    assert_eq!(LpmV4Key::decode(&b), Ok(k));
+    let k6 = LpmV6Key {
+        prefixlen: 128,
+        addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    };
+    let b = k6.encode();
+    assert_eq!(b.len(), 20);
+    assert_eq!(&b[4..], &k6.addr);
+    assert_eq!(LpmV6Key::decode(&b), Ok(k6));
+    assert!(LpmV6Key::decode(&b[..19]).is_err());
+    let e = DenyEntry { hits: 1 << 33 };
+    assert_eq!(DenyEntry::decode(&e.encode()), Ok(e));
+    assert!(DenyEntry::decode(&[0; 4]).is_err());
+}
+
+#[test]
+fn lpm_key_constructors_clear_host_bits() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let a = Ipv4Addr::new(192, 0, 2, 255);
+    assert_eq!(
+        LpmV4Key::new(a, 24),
+        Some(LpmV4Key {
+            prefixlen: 24,
+            addr: [192, 0, 2, 0]
+        })
+    );
+    assert_eq!(LpmV4Key::new(a, 32).unwrap().addr, [192, 0, 2, 255]);
+    assert_eq!(LpmV4Key::new(a, 0).unwrap().addr, [0; 4]);
+    assert_eq!(LpmV4Key::new(a, 25).unwrap().addr, [192, 0, 2, 128]);
+    assert_eq!(LpmV4Key::new(a, 3).unwrap().addr, [192, 0, 0, 0]);
+    assert_eq!(LpmV4Key::new(a, 33), None);
+    assert_eq!(LpmV4Key::new(a, u32::MAX), None);
+
+    let a6: Ipv6Addr = "2001:db8:ffff::1".parse().unwrap();
+    let k = LpmV6Key::new(a6, 36).unwrap();
+    assert_eq!(k.prefixlen, 36);
+    assert_eq!(
+        Ipv6Addr::from(k.addr),
+        "2001:db8:f000::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(LpmV6Key::new(a6, 128).unwrap().addr, a6.octets());
+    assert_eq!(LpmV6Key::new(a6, 129), None);
+}
+
+#[test]
+fn prefilter_maps_and_constants() {
+    for (name, key, max) in [
+        ("prefilter_v4", LpmV4Key::LAYOUT, 262_144),
+        ("prefilter_v6", LpmV6Key::LAYOUT, 65_536),
+    ] {
+        let m = find(name).unwrap();
+        assert_eq!(m.map_type, MapType::LpmTrie);
+        assert_eq!(m.key, key);
+        assert_eq!(m.value, DenyEntry::LAYOUT);
+        assert_eq!(
+            (m.max_entries, m.flags, m.layout_version),
+            (max, map_flags::NO_PREALLOC, 1)
+        );
+    }
+
+    let m = find("prefilter_stats").unwrap();
+    assert_eq!(m.map_type, MapType::PerCpuArray);
+    assert_eq!((m.key, m.value), (<u32 as Codec>::LAYOUT, Counter::LAYOUT));
+    assert_eq!((m.max_entries, m.flags, m.layout_version), (4, 0, 1));
+    let reasons = [
+        (prefilter_reason::PASSED, 0, "passed"),
+        (prefilter_reason::DROPPED, 1, "dropped"),
+        (prefilter_reason::FAILSAFE, 2, "failsafe"),
+        (prefilter_reason::UNPARSED, 3, "unparsed"),
+    ];
+    assert_eq!(reasons.len() as u32, prefilter_reason::COUNT);
+    for (r, v, name) in reasons {
+        assert_eq!(r, v);
+        assert!(r < m.max_entries);
+        assert_eq!(prefilter_reason::name(r), Some(name));
+    }
+    assert_eq!(prefilter_reason::name(prefilter_reason::COUNT), None);
+
+    let m = find("failsafe_in").unwrap();
+    assert_eq!(m.map_type, MapType::Array);
+    assert_eq!(
+        (m.key, m.value),
+        (<u32 as Codec>::LAYOUT, <u64 as Codec>::LAYOUT)
+    );
+    assert_eq!((m.max_entries, m.flags, m.layout_version), (3072, 0, 1));
+    assert_eq!(failsafe::SLOTS * failsafe::WORDS_PER_SLOT, 3072);
+    assert_eq!((failsafe::TCP, failsafe::UDP, failsafe::SCTP), (0, 1, 2));
+    assert_eq!(failsafe::position(failsafe::TCP, 22), (0, 1 << 22));
+    assert_eq!(failsafe::position(failsafe::UDP, 68), (1024 + 1, 1 << 4));
+    assert_eq!(failsafe::position(failsafe::TCP, 0), (0, 1));
+    assert_eq!(
+        failsafe::position(failsafe::SCTP, u16::MAX),
+        (3071, 1 << 63)
+    );
+    // Every (slot, port) lands inside the map.
+    for slot in 0..failsafe::SLOTS {
+        for port in [0u16, 63, 64, 65535] {
+            assert!(failsafe::position(slot, port).0 < m.max_entries);
+        }
+    }
+    assert_eq!(failsafe::slot_of_ip_proto(6), Some(failsafe::TCP));
+    assert_eq!(failsafe::slot_of_ip_proto(17), Some(failsafe::UDP));
+    assert_eq!(failsafe::slot_of_ip_proto(132), Some(failsafe::SCTP));
+    assert_eq!(failsafe::slot_of_ip_proto(1), None);
 }
 
 #[test]

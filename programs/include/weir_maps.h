@@ -22,6 +22,19 @@
 #define WEIR_SOCK_HOOK_CONNECT4 0
 #define WEIR_SOCK_HOOK_CONNECT6 1
 
+/* Prefilter verdict reasons: the key of prefilter_stats. */
+#define WEIR_PREFILTER_PASSED 0
+#define WEIR_PREFILTER_DROPPED 1
+#define WEIR_PREFILTER_FAILSAFE 2
+#define WEIR_PREFILTER_UNPARSED 3
+#define WEIR_PREFILTER_REASONS 4
+
+/* failsafe_in: port p of protocol slot s is bit p % 64 of word s * WEIR_FAILSAFE_WORDS_PER_SLOT + p / 64. */
+#define WEIR_FAILSAFE_SLOT_TCP 0
+#define WEIR_FAILSAFE_SLOT_UDP 1
+#define WEIR_FAILSAFE_SLOT_SCTP 2
+#define WEIR_FAILSAFE_WORDS_PER_SLOT 1024
+
 struct weir_if_key {
 	__u32 ifindex;
 	__u32 hook;
@@ -37,6 +50,28 @@ struct weir_counter {
 _Static_assert(sizeof(struct weir_counter) == 16, "struct weir_counter: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_counter, packets) == 0, "struct weir_counter.packets: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_counter, bytes) == 8, "struct weir_counter.bytes: offset differs from maps-schema");
+
+struct weir_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+_Static_assert(sizeof(struct weir_lpm_v4) == 8, "struct weir_lpm_v4: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v4, prefixlen) == 0, "struct weir_lpm_v4.prefixlen: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v4, addr) == 4, "struct weir_lpm_v4.addr: offset differs from maps-schema");
+
+struct weir_deny_entry {
+	__u64 hits;
+};
+_Static_assert(sizeof(struct weir_deny_entry) == 8, "struct weir_deny_entry: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct weir_deny_entry.hits: offset differs from maps-schema");
+
+struct weir_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct weir_lpm_v6) == 20, "struct weir_lpm_v6: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v6, prefixlen) == 0, "struct weir_lpm_v6.prefixlen: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v6, addr) == 4, "struct weir_lpm_v6.addr: offset differs from maps-schema");
 
 /* if_counters (percpu_hash, 1024 entries): Packets and bytes seen per (interface, hook), per CPU. */
 #define WEIR_LAYOUT_VERSION_IF_COUNTERS 1
@@ -57,5 +92,47 @@ _Static_assert(__builtin_offsetof(struct weir_counter, bytes) == 8, "struct weir
 		__type(value, struct weir_counter); \
 		__uint(max_entries, 16); \
 	} sock_counters SEC(".maps")
+
+/* prefilter_v4 (lpm_trie, 262144 entries): XDP prefilter IPv4 deny list: source prefixes whose packets are dropped, with hits. */
+#define WEIR_LAYOUT_VERSION_PREFILTER_V4 1
+#define WEIR_DEFINE_MAP_PREFILTER_V4 \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct weir_lpm_v4); \
+		__type(value, struct weir_deny_entry); \
+		__uint(max_entries, 262144); \
+		__uint(map_flags, 0x1); \
+	} prefilter_v4 SEC(".maps")
+
+/* prefilter_v6 (lpm_trie, 65536 entries): XDP prefilter IPv6 deny list: source prefixes whose packets are dropped, with hits. */
+#define WEIR_LAYOUT_VERSION_PREFILTER_V6 1
+#define WEIR_DEFINE_MAP_PREFILTER_V6 \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct weir_lpm_v6); \
+		__type(value, struct weir_deny_entry); \
+		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
+	} prefilter_v6 SEC(".maps")
+
+/* prefilter_stats (percpu_array, 4 entries): XDP prefilter packets and frame bytes per verdict reason (index: WEIR_PREFILTER_*), per CPU. */
+#define WEIR_LAYOUT_VERSION_PREFILTER_STATS 1
+#define WEIR_DEFINE_MAP_PREFILTER_STATS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 4); \
+	} prefilter_stats SEC(".maps")
+
+/* failsafe_in (array, 3072 entries): Inbound failsafe destination ports, a bitmap per protocol slot (WEIR_FAILSAFE_*): never dropped by the prefilter. */
+#define WEIR_LAYOUT_VERSION_FAILSAFE_IN 1
+#define WEIR_DEFINE_MAP_FAILSAFE_IN \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, __u64); \
+		__uint(max_entries, 3072); \
+	} failsafe_in SEC(".maps")
 
 #endif /* WEIR_MAPS_H */

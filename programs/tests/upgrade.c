@@ -1,28 +1,27 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
 /*
- * For the loader's upgrade test: "the next version" of xdp_counter, tc_ingress and tc_egress.
+ * For the loader's upgrade test: "the next version" of xdp_prefilter, tc_ingress and tc_egress.
  * Same names, maps and verdicts, different code (they count 2 bytes per packet more than the
  * frame length, which a test can see), so weir must replace the attached programs in place
- * rather than treat the load as a no-op.
+ * rather than treat the load as a no-op. The XDP program uses exactly xdp.c's maps, so the
+ * upgrade reuses every map and creates none.
  */
 #include "weir_bpf.h"
 #include "weir_maps.h"
 #include "weir_count.h"
 
 WEIR_DEFINE_MAP_IF_COUNTERS;
+WEIR_DEFINE_MAP_PREFILTER_V4;
+WEIR_DEFINE_MAP_PREFILTER_V6;
+WEIR_DEFINE_MAP_PREFILTER_STATS;
+WEIR_DEFINE_MAP_FAILSAFE_IN;
+
+#include "weir_prefilter.h"
 
 SEC("xdp")
-int xdp_counter(struct xdp_md *ctx)
+int xdp_prefilter(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct weir_if_key key = {
-		.ifindex = ctx->ingress_ifindex,
-		.hook = WEIR_HOOK_XDP,
-	};
-
-	weir_count_hash(&if_counters, &key, (__u64)(data_end - data) + 2);
-	return XDP_PASS;
+	return weir_prefilter(ctx, 2);
 }
 
 static __always_inline int count_skb(struct __sk_buff *skb, __u32 hook)

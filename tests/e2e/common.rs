@@ -99,6 +99,15 @@ pub fn packets(st: &Status, ifname: &str, hook: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Packets the XDP prefilter counted for `reason` (`passed`, `dropped`, `failsafe`, `unparsed`).
+pub fn prefilter(st: &Status, reason: &str) -> u64 {
+    st.prefilter
+        .iter()
+        .find(|(r, _)| r == reason)
+        .map(|(_, c)| c.packets)
+        .unwrap_or(0)
+}
+
 /// Sends `n` UDP datagrams from namespace `a` to `to` (nobody needs to listen).
 pub fn send_udp(sb: &Sandbox, to: SocketAddr, n: u32) {
     sb.in_a(|| {

@@ -111,7 +111,7 @@ fn load_attaches_named_programs_with_btf_and_counts_packets() {
         .map(|a| a.prog_name.as_str())
         .collect();
     for want in [
-        "xdp_counter",
+        "xdp_prefilter",
         "tc_ingress",
         "tc_egress",
         "sock_connect4",
@@ -124,14 +124,23 @@ fn load_attaches_named_programs_with_btf_and_counts_packets() {
     send_udp(&sb, (ADDR_B4, 9).into(), 1);
     send_udp(&sb, (ADDR_B6, 9).into(), 1);
     eventually("warm-up datagrams counted", || {
-        packets(&status(&sb), veth, "xdp") >= 2
+        packets(&status(&sb), veth, "tc-ingress") >= 2
     });
     let before = status(&sb);
     send_udp(&sb, (ADDR_B4, 9).into(), 20);
     send_udp(&sb, (ADDR_B6, 9).into(), 20);
     let after = status(&sb);
-    for hook in ["xdp", "tc-ingress"] {
-        let delta = packets(&after, veth, hook) - packets(&before, veth, hook);
+    let deltas = [
+        (
+            "xdp passed",
+            prefilter(&after, "passed") - prefilter(&before, "passed"),
+        ),
+        (
+            "tc-ingress",
+            packets(&after, veth, "tc-ingress") - packets(&before, veth, "tc-ingress"),
+        ),
+    ];
+    for (hook, delta) in deltas {
         // 40 datagrams; allow for a neighbour probe or two racing with them.
         assert!(
             (40..=44).contains(&delta),
@@ -475,7 +484,7 @@ fn verify_command_passes_the_embedded_objects() {
     require_root();
     let t = ok(weir(&["verify"]));
     for prog in [
-        "xdp_counter",
+        "xdp_prefilter",
         "tc_ingress",
         "tc_egress",
         "sock_connect4",

@@ -5,3 +5,4 @@
 
 mod common;
 mod loader;
+mod prefilter_prog;

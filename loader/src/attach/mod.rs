@@ -259,14 +259,15 @@ pub(crate) fn reuse_pinned_link(
 /// has the link kind (`feature`). `attach=link` without kernel support is an error, not a fallback.
 pub(crate) fn use_link(
     policy: AttachPolicy,
-    available: bool,
+    available: impl FnOnce() -> bool,
     feature: &str,
     target: &str,
 ) -> Result<bool, Error> {
+    // `available` runs only when the policy needs the answer: attach=legacy probes nothing.
     match policy {
         AttachPolicy::Legacy => Ok(false),
-        AttachPolicy::Auto => Ok(available),
-        AttachPolicy::Link if available => Ok(true),
+        AttachPolicy::Auto => Ok(available()),
+        AttachPolicy::Link if available() => Ok(true),
         AttachPolicy::Link => Err(Error::Feature {
             feature: feature.into(),
             problem: format!("{target}: attach=link was asked for but the kernel does not have it; use attach=auto"),

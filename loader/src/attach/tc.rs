@@ -106,7 +106,7 @@ pub(crate) fn attach(
     }
     remove_pin(&pins.legacy)?;
 
-    let use_link = use_link(policy, bpf::features().tcx, "TCX", &target)?;
+    let use_link = use_link(policy, || bpf::features().tcx, "TCX", &target)?;
     if use_link {
         let attach_type = if egress {
             bpf::consts::BPF_TCX_EGRESS

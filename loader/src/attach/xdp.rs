@@ -132,7 +132,7 @@ pub(crate) fn attach(
         remove_pin(&pins.legacy)?;
     }
 
-    let use_link = use_link(policy, bpf::features().xdp_link, "XDP bpf_link", &target)?;
+    let use_link = use_link(policy, || bpf::features().xdp_link, "XDP bpf_link", &target)?;
     let mode_hint = if generic {
         String::new()
     } else {

@@ -51,6 +51,8 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it, when we can tell.
     pub hint: Option<String>,
+    /// Context, e.g. for an error in a deny-list file, the config line that included it.
+    pub note: Option<String>,
     /// The text of the offending line (without its line terminator); empty for line 0.
     pub line_text: String,
 }
@@ -82,6 +84,9 @@ impl fmt::Display for Diagnostic {
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
+        }
+        if let Some(note) = &self.note {
+            write!(f, "\n  note: {note}")?;
         }
         Ok(())
     }
@@ -183,27 +188,46 @@ impl<'a> Sink<'a> {
 
     /// Records an error on the current line.
     pub(crate) fn error(&mut self, span: Span, message: String, hint: Option<String>) {
+        let diagnostic = Diagnostic {
+            source: self.source.to_owned(),
+            span,
+            message,
+            hint,
+            note: None,
+            line_text: self.line_text.to_owned(),
+        };
+        self.push(diagnostic);
+    }
+
+    /// Records a diagnostic with its own source and line text: an error in a deny-list file the
+    /// current line includes, or one from a whole-file check after the last line. It follows the
+    /// current line's errors and keeps the order of such calls (it is not sorted by column).
+    pub(crate) fn error_elsewhere(&mut self, diagnostic: Diagnostic) {
+        self.sort_line();
+        self.push(diagnostic);
+        self.line_first = self.diagnostics.len();
+    }
+
+    fn push(&mut self, diagnostic: Diagnostic) {
         if self.full {
             return;
         }
         if self.diagnostics.len() + 1 >= MAX_DIAGNOSTICS {
             self.full = true;
+            let message = format!("too many errors; stopped after {}", self.diagnostics.len());
             self.diagnostics.push(Diagnostic {
-                source: self.source.to_owned(),
-                span,
-                message: format!("too many errors; stopped after {}", self.diagnostics.len()),
+                message,
                 hint: Some("fix the errors above and run again".to_owned()),
-                line_text: self.line_text.to_owned(),
+                ..diagnostic
             });
             return;
         }
-        self.diagnostics.push(Diagnostic {
-            source: self.source.to_owned(),
-            span,
-            message,
-            hint,
-            line_text: self.line_text.to_owned(),
-        });
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// The text of the current line.
+    pub(crate) fn line_text(&self) -> &'a str {
+        self.line_text
     }
 
     /// True once [`MAX_DIAGNOSTICS`] is reached; parsing should stop.
@@ -231,6 +255,7 @@ mod tests {
             span,
             message: "unknown option 'xpd' for 'interface'".into(),
             hint: Some("valid options are role, xdp, tc, attach (did you mean 'xdp'?)".into()),
+            note: None,
             line_text: line_text.into(),
         }
     }
@@ -254,6 +279,20 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "  \t\u{fffd}[x");
         assert_eq!(lines[2], "  \t  ^");
+    }
+
+    #[test]
+    fn display_ends_with_the_note() {
+        let mut d = diag(Span::new(2, 1, 3), "1.2");
+        d.hint = None;
+        d.note = Some("included from weir.conf:4:21".into());
+        assert_eq!(
+            d.to_string(),
+            "weir.conf:2:1: error: unknown option 'xpd' for 'interface'\n\
+             \x20 1.2\n\
+             \x20 ^^^\n\
+             \x20 note: included from weir.conf:4:21"
+        );
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! The desired state a config file describes.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use super::diag::Span;
 
 /// A parsed config file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// [`Config::default`] is what an empty file gives: no interfaces or cgroups, no pin-dir, an
+/// empty prefilter with the default capacities, and the default failsafe ports
+/// ([`DEFAULT_FAILSAFE_IN`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `interface` statements, in file order; names are unique.
     pub interfaces: Vec<Interface>,
@@ -14,12 +20,33 @@ pub struct Config {
     pub cgroups: Vec<CgroupAttach>,
     /// `pin-dir`, if given (the CLI's `--pin-dir` overrides it).
     pub pin_dir: Option<(PathBuf, Span)>,
+    /// The XDP prefilter: `prefilter deny`, `prefilter deny-file` and `prefilter capacity`.
+    pub prefilter: Prefilter,
+    /// `failsafe in`: destination ports a denied source may still reach. [`DEFAULT_FAILSAFE_IN`]
+    /// when the file has no `failsafe in` statement, empty for `failsafe in none`; otherwise the
+    /// listed ranges in file order, exact duplicates removed.
+    pub failsafe_in: Vec<PortRange>,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            cgroups: Vec::new(),
+            pin_dir: None,
+            prefilter: Prefilter::default(),
+            failsafe_in: DEFAULT_FAILSAFE_IN.to_vec(),
+            source: String::new(),
+        }
+    }
+}
+
 impl Config {
-    /// True when both describe the same settings; spans and `source` are ignored.
+    /// True when both describe the same settings; spans, origins and `source` are ignored, and
+    /// the deny list is compared as a set (its order follows the statements, which rendering
+    /// regroups).
     #[must_use]
     pub fn eq_ignoring_spans(&self, other: &Config) -> bool {
         let same_interfaces = self.interfaces.len() == other.interfaces.len()
@@ -38,7 +65,27 @@ impl Config {
                 .all(|(a, b)| a.path == b.path && a.attach == b.attach);
         let same_pin_dir =
             self.pin_dir.as_ref().map(|(p, _)| p) == other.pin_dir.as_ref().map(|(p, _)| p);
-        same_interfaces && same_cgroups && same_pin_dir
+        let deny_set = |c: &Config| {
+            let mut set: Vec<Cidr> = c.prefilter.deny.iter().map(|(cidr, _)| *cidr).collect();
+            set.sort_unstable();
+            set
+        };
+        let files = |c: &Config| -> Vec<PathBuf> {
+            c.prefilter
+                .files
+                .iter()
+                .map(|(path, _)| path.clone())
+                .collect()
+        };
+        let same_prefilter = self.prefilter.capacity_v4 == other.prefilter.capacity_v4
+            && self.prefilter.capacity_v6 == other.prefilter.capacity_v6
+            && files(self) == files(other)
+            && deny_set(self) == deny_set(other);
+        same_interfaces
+            && same_cgroups
+            && same_pin_dir
+            && same_prefilter
+            && self.failsafe_in == other.failsafe_in
     }
 
     /// The interface called `name`, if configured.
@@ -163,3 +210,314 @@ impl fmt::Display for AttachPolicy {
         f.write_str(self.as_str())
     }
 }
+
+/// An IPv4 or IPv6 network: an address and a prefix length.
+///
+/// [`Cidr::parse`] only produces canonical values (no bits set beyond the prefix); a value built
+/// by hand may have host bits, which [`Cidr::network`] clears. An IPv4-mapped IPv6 address such as
+/// `::ffff:192.0.2.1` stays IPv6 (it goes to the IPv6 deny list; the kernel hands the prefilter
+/// native IPv4 packets, which it does not match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// 0..=32 for IPv4, 0..=128 for IPv6.
+    pub prefix_len: u8,
+}
+
+/// Why a text is not a [`Cidr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrError {
+    /// The text before `/` (or the whole text) is not an IPv4 or IPv6 address.
+    Address,
+    /// Nothing after `/`.
+    MissingPrefix,
+    /// The text after `/` is not a decimal number.
+    Prefix,
+    /// The prefix length is longer than the address (`len` saturates at `u32::MAX`).
+    PrefixRange {
+        /// The prefix length given.
+        len: u32,
+        /// 32 or 128.
+        max: u8,
+    },
+    /// Bits beyond the prefix are set; `network` is the CIDR with them cleared.
+    HostBits {
+        /// The canonical network.
+        network: Cidr,
+    },
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::Address => f.write_str("not an IPv4 or IPv6 address"),
+            CidrError::MissingPrefix => f.write_str("missing prefix length after '/'"),
+            CidrError::Prefix => f.write_str("the prefix length is not a number"),
+            CidrError::PrefixRange { len, max } => {
+                write!(f, "prefix length {len} is out of range (0 to {max})")
+            }
+            CidrError::HostBits { network } => {
+                write!(f, "host bits are set (the network is {network})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+impl Cidr {
+    /// Parses `ADDRESS` or `ADDRESS/PREFIX` (IPv4 dotted quad or any RFC 4291 IPv6 text form,
+    /// no zone, no brackets; the prefix in decimal). A bare address is a /32 or /128. Does not
+    /// allocate.
+    ///
+    /// # Errors
+    ///
+    /// A [`CidrError`] saying which part is wrong; [`CidrError::HostBits`] carries the network
+    /// that was probably meant (`10.1.2.3/8` → `10.0.0.0/8`).
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// [`Cidr::parse`] on bytes, for deny-list files that need not be UTF-8 outside the address.
+    pub(crate) fn parse_bytes(text: &[u8]) -> Result<Cidr, CidrError> {
+        let (addr_text, prefix_text) = match text.iter().position(|&b| b == b'/') {
+            Some(i) => (
+                text.get(..i).unwrap_or_default(),
+                Some(text.get(i + 1..).unwrap_or_default()),
+            ),
+            None => (text, None),
+        };
+        let addr = parse_addr(addr_text).ok_or(CidrError::Address)?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix_text {
+            None => max,
+            Some([]) => return Err(CidrError::MissingPrefix),
+            Some(p) => {
+                if !p.iter().all(u8::is_ascii_digit) {
+                    return Err(CidrError::Prefix);
+                }
+                let len = p.iter().fold(0u32, |n, b| {
+                    n.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+                });
+                match u8::try_from(len) {
+                    Ok(l) if l <= max => l,
+                    _ => return Err(CidrError::PrefixRange { len, max }),
+                }
+            }
+        };
+        let cidr = Cidr { addr, prefix_len };
+        let network = cidr.network();
+        if network != cidr {
+            return Err(CidrError::HostBits { network });
+        }
+        Ok(cidr)
+    }
+
+    /// True for an IPv4 network.
+    #[must_use]
+    pub const fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    /// The same prefix with every bit beyond it cleared (a prefix length beyond the address
+    /// length is clamped to it).
+    #[must_use]
+    pub fn network(&self) -> Cidr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let len = self.prefix_len.min(32);
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)),
+                    prefix_len: len,
+                }
+            }
+            IpAddr::V6(a) => {
+                let len = self.prefix_len.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                Cidr {
+                    addr: IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask)),
+                    prefix_len: len,
+                }
+            }
+        }
+    }
+}
+
+/// An address without allocating: IPv4 by hand (block lists are mostly IPv4, and this is several
+/// times faster than going through `&str`), IPv6 through std. Both reject what std rejects:
+/// IPv4 octets with leading zeros (some tools read them as octal), zones, brackets.
+fn parse_addr(text: &[u8]) -> Option<IpAddr> {
+    // A dotted quad has a '.' before any ':'; an IPv6 address (even with an IPv4 tail) a ':'.
+    match text.iter().find(|&&b| b == b'.' || b == b':') {
+        Some(b'.') => parse_ipv4(text).map(IpAddr::V4),
+        Some(_) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| Ipv6Addr::from_str(t).ok())
+            .map(IpAddr::V6),
+        None => None,
+    }
+}
+
+/// Exactly four decimal octets 0..=255 separated by '.', no leading zeros (as std's parser).
+pub(crate) fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part.first() == Some(&b'0')) {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(b - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Cidr::parse(text)
+    }
+}
+
+impl fmt::Display for Cidr {
+    /// `ADDRESS/PREFIX`, the address in its canonical text form (RFC 5952 for IPv6), the prefix
+    /// always written (`192.0.2.1/32`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Where a value came from: a config file or a deny-list file, line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The file name as diagnostics show it (a deny-list file: its path as resolved).
+    pub source: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in chars.
+    pub column: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.source, self.line, self.column)
+    }
+}
+
+/// The XDP prefilter: source networks to drop before the stack sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefilter {
+    /// Every denied network, from `prefilter deny` and from the files of `prefilter deny-file`,
+    /// in the order the statements (and the lines of each file) give them; each network once,
+    /// with the origin of its first mention. Entries whose `origin.source` is the config's
+    /// [`Config::source`] were written inline; the others came from a file.
+    pub deny: Vec<(Cidr, Origin)>,
+    /// The `prefilter deny-file` statements: the path as written (relative paths are relative
+    /// to the config file's directory) and its span. `render_config` prints these, not the
+    /// files' contents.
+    pub files: Vec<(PathBuf, Span)>,
+    /// Capacity of the IPv4 deny map (entries).
+    pub capacity_v4: u32,
+    /// Capacity of the IPv6 deny map (entries).
+    pub capacity_v6: u32,
+}
+
+impl Prefilter {
+    /// Default capacity of the IPv4 deny map.
+    pub const DEFAULT_CAPACITY_V4: u32 = 262_144;
+    /// Default capacity of the IPv6 deny map.
+    pub const DEFAULT_CAPACITY_V6: u32 = 65_536;
+    /// The largest capacity `prefilter capacity` accepts (2^24).
+    pub const MAX_CAPACITY: u32 = 16_777_216;
+}
+
+impl Default for Prefilter {
+    fn default() -> Self {
+        Self {
+            deny: Vec::new(),
+            files: Vec::new(),
+            capacity_v4: Self::DEFAULT_CAPACITY_V4,
+            capacity_v6: Self::DEFAULT_CAPACITY_V6,
+        }
+    }
+}
+
+/// A transport protocol a failsafe port range applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Proto {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+    /// SCTP (IP protocol 132).
+    Sctp,
+}
+
+impl L4Proto {
+    /// The config-file spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Sctp => "sctp",
+        }
+    }
+}
+
+impl fmt::Display for L4Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Destination ports `low..=high` of one protocol (1 <= low <= high).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    /// The protocol.
+    pub proto: L4Proto,
+    /// First port (>= 1).
+    pub low: u16,
+    /// Last port (>= `low`).
+    pub high: u16,
+}
+
+impl fmt::Display for PortRange {
+    /// `tcp/22` or `udp/67-68`, as the config writes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.low == self.high {
+            write!(f, "{}/{}", self.proto, self.low)
+        } else {
+            write!(f, "{}/{}-{}", self.proto, self.low, self.high)
+        }
+    }
+}
+
+/// The failsafe ports when a config has no `failsafe in` statement: `tcp/22` (SSH in, so a bad
+/// deny list cannot lock the operator out) and `udp/68` (DHCP client: the server's replies
+/// arrive there, and a lost lease takes the host off the network).
+pub const DEFAULT_FAILSAFE_IN: &[PortRange] = &[
+    PortRange {
+        proto: L4Proto::Tcp,
+        low: 22,
+        high: 22,
+    },
+    PortRange {
+        proto: L4Proto::Udp,
+        low: 68,
+        high: 68,
+    },
+];

@@ -3,6 +3,10 @@
 //!
 //! To add a statement: write a handler `fn(&Statement, &mut Builder, &mut Sink)`, add a
 //! [`StatementSpec`] row to [`STATEMENTS`], and a field to [`Config`] (and to `render_config`).
+//!
+//! A keyword may be two words (`prefilter deny`): the first word names a family, the first
+//! positional picks the member, and the handler sees the pair as the keyword (its span covers
+//! both words) and the remaining positionals as its arguments.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::diag::{show, ConfigError, Diagnostic, Sink, Span};
 use super::lexer::{lex_line, Opt, Word};
 use super::model::{AttachPolicy, CgroupAttach, Config, Interface, Role, XdpMode};
+use super::prefilter::{self, PrefilterState};
 use super::suggest::did_you_mean;
 use super::syntax::{group, Statement};
 
@@ -57,16 +62,53 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         options: &[],
         apply: pin_dir,
     },
+    StatementSpec {
+        keyword: "prefilter deny",
+        usage: "prefilter deny CIDR-OR-ADDRESS...",
+        args: &["at least one CIDR or address (e.g. 192.0.2.0/24, 2001:db8::/32, 198.51.100.7)"],
+        rest: Some("more CIDRs or addresses"),
+        options: &[],
+        apply: prefilter::deny,
+    },
+    StatementSpec {
+        keyword: "prefilter deny-file",
+        usage: "prefilter deny-file PATH",
+        args: &["the path of a file with one CIDR or address per line"],
+        rest: None,
+        options: &[],
+        apply: prefilter::deny_file,
+    },
+    StatementSpec {
+        keyword: "prefilter capacity",
+        usage: "prefilter capacity [v4=N] [v6=N]",
+        args: &[],
+        rest: None,
+        options: &["v4", "v6"],
+        apply: prefilter::capacity,
+    },
+    StatementSpec {
+        keyword: "failsafe in",
+        usage: "failsafe in PROTO/PORT|PROTO/LOW-HIGH... | failsafe in none",
+        args: &["'none' or at least one PROTO/PORT or PROTO/LOW-HIGH (e.g. tcp/22, udp/67-68)"],
+        rest: Some("more port specs"),
+        options: &[],
+        apply: prefilter::failsafe_in,
+    },
 ];
 
 /// The config under construction plus what duplicate checks need.
-#[derive(Default)]
 pub(crate) struct Builder {
-    config: Config,
+    pub(super) config: Config,
+    /// The name diagnostics and origins give the config text.
+    pub(super) source: String,
+    /// The directory relative `prefilter deny-file` paths start from; `None`: the current
+    /// directory (the text did not come from a file).
+    pub(super) base_dir: Option<PathBuf>,
     /// Interface name → line of its first declaration.
     interface_lines: HashMap<String, u32>,
     /// Normalised cgroup path → line of its first declaration.
     cgroup_lines: HashMap<String, u32>,
+    pub(super) prefilter: PrefilterState,
 }
 
 /// Parses config `text`; `source` names it in diagnostics (a file name, or e.g. `"<embedded>"`).
@@ -78,9 +120,23 @@ pub(crate) struct Builder {
 ///
 /// A [`ConfigError`] with one [`Diagnostic`] per problem, in source order, when the text has any
 /// lexical, syntactic or semantic error.
+///
+/// `prefilter deny-file` paths are read relative to the current directory; [`parse_file`] reads
+/// them relative to the config file's directory.
 pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
+    parse_in(source, text, None)
+}
+
+fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Config, ConfigError> {
     let mut sink = Sink::new(source);
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        config: Config::default(),
+        source: source.to_owned(),
+        base_dir,
+        interface_lines: HashMap::new(),
+        cgroup_lines: HashMap::new(),
+        prefilter: PrefilterState::default(),
+    };
     for (index, raw) in text.split('\n').enumerate() {
         if sink.is_full() {
             break;
@@ -90,6 +146,7 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
         sink.set_line(line);
         parse_line(line, line_no, &mut builder, &mut sink);
     }
+    prefilter::finish(&mut builder, &mut sink);
     if sink.count() > 0 {
         log::debug!("config {source}: {} error(s)", sink.count());
         return Err(ConfigError {
@@ -99,15 +156,20 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
     let mut config = builder.config;
     source.clone_into(&mut config.source);
     log::debug!(
-        "config {source}: {} interface(s), {} cgroup(s), pin-dir {:?}",
+        "config {source}: {} interface(s), {} cgroup(s), pin-dir {:?}, {} denied network(s) \
+         from {} file(s), {} failsafe port range(s)",
         config.interfaces.len(),
         config.cgroups.len(),
-        config.pin_dir.as_ref().map(|(p, _)| p)
+        config.pin_dir.as_ref().map(|(p, _)| p),
+        config.prefilter.deny.len(),
+        config.prefilter.files.len(),
+        config.failsafe_in.len()
     );
     Ok(config)
 }
 
 /// Reads and parses the config file at `path`; diagnostics name the file as `path` displays.
+/// Relative `prefilter deny-file` paths are relative to the directory of `path`.
 ///
 /// # Errors
 ///
@@ -121,11 +183,16 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
             span: Span::default(),
             message: format!("cannot read config file '{source}': {e}"),
             hint: None,
+            note: None,
             line_text: String::new(),
         }],
     })?;
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&source, &text),
+        Ok(text) => parse_in(
+            &source,
+            &text,
+            Some(path.parent().unwrap_or(Path::new("")).to_path_buf()),
+        ),
         Err(e) => Err(ConfigError {
             diagnostics: vec![utf8_diagnostic(
                 &source,
@@ -162,12 +229,25 @@ fn utf8_diagnostic(source: &str, bytes: &[u8], valid: usize) -> Diagnostic {
         ),
         message: "config file is not valid UTF-8".to_owned(),
         hint: Some("save the file as UTF-8".to_owned()),
+        note: None,
         line_text: line.strip_suffix('\r').unwrap_or(&line).to_owned(),
     }
 }
 
+/// The statement families (first keyword words), in table order, each once.
 fn keywords() -> Vec<&'static str> {
-    STATEMENTS.iter().map(|s| s.keyword).collect()
+    let mut heads: Vec<&'static str> = Vec::new();
+    for spec in STATEMENTS {
+        let head = head_of(spec.keyword);
+        if !heads.contains(&head) {
+            heads.push(head);
+        }
+    }
+    heads
+}
+
+fn head_of(keyword: &'static str) -> &'static str {
+    keyword.split(' ').next().unwrap_or(keyword)
 }
 
 fn parse_line(line: &str, line_no: u32, builder: &mut Builder, sink: &mut Sink<'_>) {
@@ -199,8 +279,28 @@ fn parse_line(line: &str, line_no: u32, builder: &mut Builder, sink: &mut Sink<'
             return;
         }
     };
+    let Some((spec, statement)) = resolve(statement, sink) else {
+        return;
+    };
+    check_args(spec, &statement, sink);
+    check_options(spec, &statement, sink);
+    if statement.args.len() >= spec.args.len() {
+        (spec.apply)(&statement, builder, sink);
+    }
+}
+
+/// Finds the table row for `statement`; for a two-word keyword, moves the second word from the
+/// arguments into the keyword. Reports an unknown keyword or member.
+fn resolve(
+    mut statement: Statement,
+    sink: &mut Sink<'_>,
+) -> Option<(&'static StatementSpec, Statement)> {
     let keyword = &statement.keyword;
-    let Some(spec) = STATEMENTS.iter().find(|s| s.keyword == keyword.text) else {
+    let family: Vec<&'static StatementSpec> = STATEMENTS
+        .iter()
+        .filter(|s| head_of(s.keyword) == keyword.text)
+        .collect();
+    let Some(&first) = family.first() else {
         let all = keywords();
         sink.error(
             keyword.span,
@@ -211,13 +311,61 @@ fn parse_line(line: &str, line_no: u32, builder: &mut Builder, sink: &mut Sink<'
                 did_you_mean(&keyword.text, &all)
             )),
         );
-        return;
+        return None;
     };
-    check_args(spec, &statement, sink);
-    check_options(spec, &statement, sink);
-    if statement.args.len() >= spec.args.len() {
-        (spec.apply)(&statement, builder, sink);
+    if !first.keyword.contains(' ') {
+        return Some((first, statement));
     }
+    let members: Vec<&'static str> = family
+        .iter()
+        .map(|s| s.keyword.split_once(' ').map_or("", |(_, m)| m))
+        .collect();
+    let forms = family
+        .iter()
+        .map(|s| s.keyword)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if statement.args.is_empty() {
+        sink.error(
+            Span::new(keyword.span.line, keyword.span.end(), 1),
+            format!("'{}' needs one of: {}", keyword.text, members.join(", ")),
+            Some(format!(
+                "usage: {}",
+                family
+                    .iter()
+                    .map(|s| s.usage)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )),
+        );
+        return None;
+    }
+    let member = statement.args.remove(0);
+    let Some(spec) = family.iter().copied().find(|s| {
+        s.keyword
+            .split_once(' ')
+            .is_some_and(|(_, m)| m == member.text)
+    }) else {
+        sink.error(
+            member.span,
+            format!(
+                "unknown statement '{} {}'",
+                keyword.text,
+                show(&member.text)
+            ),
+            Some(format!(
+                "valid '{}' statements are {forms}{}",
+                keyword.text,
+                did_you_mean(&member.text, &members)
+            )),
+        );
+        return None;
+    };
+    statement.keyword = Word {
+        text: spec.keyword.to_owned(),
+        span: statement.keyword.span.to(member.span),
+    };
+    Some((spec, statement))
 }
 
 /// Reports a missing required positional (once) and every surplus one.
@@ -546,7 +694,7 @@ mod tests {
 
     #[test]
     fn table_is_consistent() {
-        let mut kws = keywords();
+        let mut kws: Vec<&str> = STATEMENTS.iter().map(|s| s.keyword).collect();
         kws.sort_unstable();
         kws.dedup();
         assert_eq!(
@@ -556,7 +704,18 @@ mod tests {
         );
         for spec in STATEMENTS {
             assert!(spec.usage.starts_with(spec.keyword));
+            // A family is all one-word or all two-word keywords, so lookups are unambiguous.
+            let head = head_of(spec.keyword);
+            let two_words = spec.keyword.contains(' ');
+            assert!(STATEMENTS
+                .iter()
+                .filter(|s| head_of(s.keyword) == head)
+                .all(|s| s.keyword.contains(' ') == two_words));
         }
+        assert_eq!(
+            keywords(),
+            ["interface", "cgroup", "pin-dir", "prefilter", "failsafe"]
+        );
     }
 
     #[test]

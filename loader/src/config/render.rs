@@ -1,15 +1,23 @@
 //! Prints a [`Config`] in canonical form: every option spelled out, `pin-dir` first, then
-//! interfaces, then cgroups, each in model order. Parsing the output gives the same settings.
+//! interfaces, cgroups, the prefilter (capacity, inline deny entries, deny files) and the
+//! failsafe ports, each in model order. Parsing the output gives the same settings.
 
 use std::fmt::Write as _;
 
 use super::lexer::is_space;
-use super::model::Config;
+use super::model::{Cidr, Config};
+
+/// Inline deny entries per rendered `prefilter deny` line.
+const DENY_PER_LINE: usize = 8;
 
 /// The canonical text of `config`.
 ///
 /// For a `Config` produced by [`parse`](fn@super::parse), `parse(render_config(&c))` yields the same
-/// settings (see [`Config::eq_ignoring_spans`]).
+/// settings (see [`Config::eq_ignoring_spans`]), as long as the deny files still hold what they
+/// held: `prefilter deny-file` statements are printed as written, not the files' contents. The
+/// inline deny entries are those whose origin is `config.source`; an inline entry that a file
+/// listed first belongs to that file. The prefilter capacities and the failsafe ports are always
+/// printed, defaults included (`failsafe in none` for an empty list).
 #[must_use]
 pub fn render_config(config: &Config) -> String {
     let mut out = String::new();
@@ -33,6 +41,40 @@ pub fn render_config(config: &Config) -> String {
     for c in &config.cgroups {
         let _ = writeln!(out, "cgroup {} attach={}", quote(&c.path), c.attach);
     }
+    let prefilter = &config.prefilter;
+    let _ = writeln!(
+        out,
+        "prefilter capacity v4={} v6={}",
+        prefilter.capacity_v4, prefilter.capacity_v6
+    );
+    let inline: Vec<&Cidr> = prefilter
+        .deny
+        .iter()
+        .filter(|(_, origin)| origin.source == config.source)
+        .map(|(cidr, _)| cidr)
+        .collect();
+    for chunk in inline.chunks(DENY_PER_LINE) {
+        out.push_str("prefilter deny");
+        for cidr in chunk {
+            let _ = write!(out, " {cidr}");
+        }
+        out.push('\n');
+    }
+    for (path, _) in &prefilter.files {
+        let _ = writeln!(
+            out,
+            "prefilter deny-file {}",
+            quote(&path.to_string_lossy())
+        );
+    }
+    out.push_str("failsafe in");
+    if config.failsafe_in.is_empty() {
+        out.push_str(" none");
+    }
+    for range in &config.failsafe_in {
+        let _ = write!(out, " {range}");
+    }
+    out.push('\n');
     out
 }
 

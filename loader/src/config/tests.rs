@@ -50,6 +50,9 @@ fn empty_blank_and_comment_only() {
         let c = ok(text);
         assert!(c.interfaces.is_empty() && c.cgroups.is_empty() && c.pin_dir.is_none());
         assert_eq!(c.source, "t.conf");
+        assert_eq!(c.prefilter, Prefilter::default());
+        assert_eq!(c.failsafe_in, DEFAULT_FAILSAFE_IN);
+        assert!(c.eq_ignoring_spans(&Config::default()));
     }
 }
 
@@ -150,7 +153,8 @@ fn unknown_statement_with_suggestion() {
     assert_eq!(d.message, "unknown statement 'interfce'");
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir (did you mean 'interface'?)"
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe \
+         (did you mean 'interface'?)"
     );
     assert!(hint(&one_error("pindir /x")).ends_with("(did you mean 'pin-dir'?)"));
 }
@@ -159,7 +163,10 @@ fn unknown_statement_with_suggestion() {
 fn unknown_statement_without_suggestion() {
     let d = one_error("   route 10.0.0.0/8");
     assert_eq!(at(&d), (1, 4, 5));
-    assert_eq!(hint(&d), "valid statements are interface, cgroup, pin-dir");
+    assert_eq!(
+        hint(&d),
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe"
+    );
 }
 
 #[test]
@@ -466,9 +473,14 @@ fn render_is_canonical() {
          interface veth-demo role=workload xdp=generic tc=on attach=legacy\n\
          interface lab0 role=host xdp=off tc=on attach=link\n\
          cgroup weir/demo attach=auto\n\
-         cgroup weir/other attach=link\n"
+         cgroup weir/other attach=link\n\
+         prefilter capacity v4=262144 v6=65536\n\
+         failsafe in tcp/22 udp/68\n"
     );
-    assert_eq!(render_config(&Config::default()), "");
+    assert_eq!(
+        render_config(&Config::default()),
+        "prefilter capacity v4=262144 v6=65536\nfailsafe in tcp/22 udp/68\n"
+    );
 }
 
 #[test]
@@ -601,6 +613,28 @@ fn random_inputs_never_panic_and_round_trip() {
         "\"a b\"",
         "\\\"",
         "\\\\",
+        "prefilter",
+        "deny",
+        "deny-file",
+        "capacity",
+        "failsafe",
+        "in",
+        "none",
+        "v4",
+        "v6",
+        "10.0.0.0/8",
+        "10.1.2.3/8",
+        "192.0.2.1",
+        "::1",
+        "2001:db8::/32",
+        "::ffff:1.2.3.4",
+        "/33",
+        "tcp/22",
+        "udp/67-68",
+        "sctp/",
+        "0",
+        "65536",
+        "-",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
@@ -639,7 +673,8 @@ fn random_inputs_never_panic_and_round_trip() {
     assert!(accepted > 100, "only {accepted} inputs were accepted");
 }
 
-/// The example, its canonical form and the error report in the README stay true.
+/// The example (with its deny-list file), its canonical form and the error reports in the README
+/// stay true.
 #[test]
 fn readme_example_parses_and_renders_as_documented() {
     let readme = include_str!("../../../README.md");
@@ -649,9 +684,819 @@ fn readme_example_parses_and_renders_as_documented() {
         rest[..rest.find("```").unwrap()].to_owned()
     };
     let example = block_after("### Example");
+    let drop_list = block_after("with `/etc/weir/drop.txt`:");
     let canonical = block_after("canonical form:");
-    assert_eq!(render_config(&ok(&example)), canonical);
+    let dir = TempDir::new();
+    let conf = dir.write("weir.conf", example.as_bytes());
+    dir.write("drop.txt", drop_list.as_bytes());
+    let c = parse_file(&conf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(render_config(&c), canonical);
+    // 3 inline + 4 from the file, one of which repeats an inline network.
+    assert_eq!(c.prefilter.deny.len(), 6);
+
     let report = block_after("### Error reports");
     let err = parse("weir.conf", "# weir\n\ninterface veth0 xpd=native\n").unwrap_err();
     assert_eq!(format!("{err}\n"), report);
+
+    let report = block_after("reads `203.0.113.9/25`:");
+    assert!(drop_list.contains("203.0.113.0/25"));
+    dir.write(
+        "drop.txt",
+        drop_list
+            .replace("203.0.113.0/25", "203.0.113.9/25")
+            .as_bytes(),
+    );
+    let err = parse_file(&conf).unwrap_err();
+    let shown = err
+        .to_string()
+        .replace(&format!("{}/", dir.0.display()), "");
+    assert_eq!(format!("{shown}\n"), report);
+}
+
+/// A directory removed (with its contents) on drop; the name is unique per process and call.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "weir-config-dir-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).unwrap();
+        Self(path)
+    }
+
+    fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cidr(text: &str) -> Cidr {
+    Cidr::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// (cidr, origin line, origin column) of every deny entry.
+fn denied(c: &Config) -> Vec<(String, u32, u32)> {
+    c.prefilter
+        .deny
+        .iter()
+        .map(|(cidr, o)| (cidr.to_string(), o.line, o.column))
+        .collect()
+}
+
+#[test]
+fn cidr_parse_and_display() {
+    for (text, shown, v4) in [
+        ("10.0.0.0/8", "10.0.0.0/8", true),
+        ("192.0.2.1", "192.0.2.1/32", true),
+        ("0.0.0.0/0", "0.0.0.0/0", true),
+        ("255.255.255.255/32", "255.255.255.255/32", true),
+        ("::", "::/128", false),
+        ("::/0", "::/0", false),
+        ("::1", "::1/128", false),
+        ("2001:db8::/32", "2001:db8::/32", false),
+        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1/128", false),
+        // IPv4-mapped stays IPv6.
+        ("::ffff:1.2.3.4", "::ffff:1.2.3.4/128", false),
+        ("::ffff:0.0.0.0/96", "::ffff:0.0.0.0/96", false),
+        ("10.0.0.0/008", "10.0.0.0/8", true),
+    ] {
+        let c = cidr(text);
+        assert_eq!((c.to_string().as_str(), c.is_ipv4()), (shown, v4), "{text}");
+        assert_eq!(c.network(), c);
+        assert_eq!(text.parse::<Cidr>(), Ok(c));
+    }
+    assert_eq!(
+        Cidr::parse("::ffff:1.2.3.4").unwrap().addr,
+        "::ffff:1.2.3.4".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    for (text, want) in [
+        ("", CidrError::Address),
+        ("1.2.3", CidrError::Address),
+        ("1.2.3.256", CidrError::Address),
+        ("010.0.0.1", CidrError::Address),
+        (" 1.2.3.4", CidrError::Address),
+        ("[::1]", CidrError::Address),
+        ("fe80::1%eth0", CidrError::Address),
+        ("1.2.3.4/", CidrError::MissingPrefix),
+        ("1.2.3.4/x", CidrError::Prefix),
+        ("1.2.3.4/+8", CidrError::Prefix),
+        ("1.2.3.4/1/2", CidrError::Prefix),
+        ("1.2.3.4/33", CidrError::PrefixRange { len: 33, max: 32 }),
+        ("::/129", CidrError::PrefixRange { len: 129, max: 128 }),
+        (
+            "1.2.3.4/99999999999",
+            CidrError::PrefixRange {
+                len: u32::MAX,
+                max: 32,
+            },
+        ),
+        (
+            "10.1.2.3/8",
+            CidrError::HostBits {
+                network: cidr("10.0.0.0/8"),
+            },
+        ),
+        (
+            "2001:db8::1/32",
+            CidrError::HostBits {
+                network: cidr("2001:db8::/32"),
+            },
+        ),
+    ] {
+        assert_eq!(Cidr::parse(text), Err(want), "{text:?}");
+    }
+    // network() clears host bits of a hand-made value and clamps the prefix.
+    let hand = Cidr {
+        addr: "10.1.2.3".parse().unwrap(),
+        prefix_len: 12,
+    };
+    assert_eq!(hand.network().to_string(), "10.0.0.0/12");
+    let hand = Cidr {
+        addr: "10.1.2.3".parse().unwrap(),
+        prefix_len: 40,
+    };
+    assert_eq!(hand.network().to_string(), "10.1.2.3/32");
+    let hand = Cidr {
+        addr: "2001:db8:ffff::1".parse().unwrap(),
+        prefix_len: 0,
+    };
+    assert_eq!(hand.network().to_string(), "::/0");
+}
+
+#[test]
+fn prefilter_deny_inline_with_origins_and_dedup() {
+    let c = ok(
+        "prefilter deny 10.0.0.0/8 192.0.2.1 ::1\n  prefilter  deny  2001:db8::/32 10.0.0.0/8\n\
+                prefilter deny :: ::ffff:1.2.3.4 # mapped stays v6\n",
+    );
+    assert_eq!(
+        denied(&c),
+        vec![
+            ("10.0.0.0/8".into(), 1, 16),
+            ("192.0.2.1/32".into(), 1, 27),
+            ("::1/128".into(), 1, 37),
+            ("2001:db8::/32".into(), 2, 20),
+            ("::/128".into(), 3, 16),
+            ("::ffff:1.2.3.4/128".into(), 3, 19),
+        ]
+    );
+    assert!(c.prefilter.deny.iter().all(|(_, o)| o.source == "t.conf"));
+    assert_eq!(c.prefilter.deny[0].1.to_string(), "t.conf:1:16");
+    assert!(c.prefilter.files.is_empty());
+    assert_eq!(
+        (c.prefilter.capacity_v4, c.prefilter.capacity_v6),
+        (262_144, 65_536)
+    );
+}
+
+#[test]
+fn prefilter_deny_errors() {
+    let d = one_error("prefilter deny 10.1.2.3/8");
+    assert_eq!(at(&d), (1, 16, 10));
+    assert_eq!(d.message, "'10.1.2.3/8' has host bits set");
+    assert_eq!(hint(&d), "did you mean 10.0.0.0/8?");
+    let d = one_error("prefilter deny 2001:db8::1/32");
+    assert_eq!(hint(&d), "did you mean 2001:db8::/32?");
+    for (text, span, message) in [
+        (
+            "prefilter deny 1.2.3.0/33",
+            (1, 24, 2),
+            "prefix length 33 is out of range for IPv4",
+        ),
+        (
+            "prefilter deny ::/129",
+            (1, 19, 3),
+            "prefix length 129 is out of range for IPv6",
+        ),
+        (
+            "prefilter deny 1.2.3/24",
+            (1, 16, 5),
+            "invalid address '1.2.3'",
+        ),
+        (
+            "prefilter deny 1.2.3.0/",
+            (1, 23, 1),
+            "missing prefix length after '/'",
+        ),
+        (
+            "prefilter deny 1.2.3.0/x8",
+            (1, 24, 2),
+            "invalid prefix length 'x8'",
+        ),
+        // Quoted: the whole word is marked (text and source columns differ).
+        (
+            "prefilter deny \"1.2.3.0/33\"",
+            (1, 16, 12),
+            "prefix length 33 is out of range for IPv4",
+        ),
+        (
+            "prefilter deny",
+            (1, 15, 1),
+            "'prefilter deny' needs at least one CIDR or address (e.g. 192.0.2.0/24, \
+             2001:db8::/32, 198.51.100.7)",
+        ),
+    ] {
+        let d = one_error(text);
+        assert_eq!((at(&d), d.message.as_str()), (span, message), "{text}");
+    }
+    assert_eq!(
+        hint(&one_error("prefilter deny 1.2.3.4,5.6.7.8")),
+        "separate networks with spaces, not commas"
+    );
+    assert_eq!(
+        hint(&one_error("prefilter deny 010.0.0.1")),
+        "IPv4 octets may not have leading zeros (some tools read them as octal)"
+    );
+    assert_eq!(
+        hint(&one_error("prefilter deny 1.2.3.0/33")),
+        "IPv4 prefix lengths are 0 to 32"
+    );
+    // Every bad word of a statement is reported; options are unknown.
+    let got: Vec<_> = errors("prefilter deny x 10.0.0.0/8 10.0.0.1/8 v4=1")
+        .into_iter()
+        .map(|e| (e.1, e.2, e.3))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (16, 1, "invalid address 'x'".to_owned()),
+            (29, 10, "'10.0.0.1/8' has host bits set".to_owned()),
+            (40, 2, "unknown option 'v4' for 'prefilter deny'".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn prefilter_family_errors() {
+    let d = one_error("prefilter");
+    assert_eq!(at(&d), (1, 10, 1));
+    assert_eq!(
+        d.message,
+        "'prefilter' needs one of: deny, deny-file, capacity"
+    );
+    assert!(hint(&d).starts_with("usage: prefilter deny CIDR-OR-ADDRESS... | "));
+    let d = one_error("prefilter v4=5");
+    assert_eq!(at(&d), (1, 10, 1));
+    let d = one_error("prefilter  denyfile x");
+    assert_eq!(at(&d), (1, 12, 8));
+    assert_eq!(d.message, "unknown statement 'prefilter denyfile'");
+    assert_eq!(
+        hint(&d),
+        "valid 'prefilter' statements are prefilter deny, prefilter deny-file, \
+         prefilter capacity (did you mean 'deny-file'?)"
+    );
+    let d = one_error("failsafe tcp/22");
+    assert_eq!(at(&d), (1, 10, 6));
+    assert_eq!(
+        (d.message.as_str(), hint(&d)),
+        (
+            "unknown statement 'failsafe tcp/22'",
+            "valid 'failsafe' statements are failsafe in"
+        )
+    );
+    assert_eq!(
+        hint(&one_error("prefiltr deny 1.2.3.4")),
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe \
+         (did you mean 'prefilter'?)"
+    );
+    // Extra arguments name the two-word keyword.
+    let all = errors("prefilter deny-file /dev/null b");
+    assert_eq!((all[1].0, all[1].1, all[1].2), (1, 31, 1));
+    assert_eq!(
+        all[1].3,
+        "unexpected argument 'b': 'prefilter deny-file' takes 1 argument"
+    );
+}
+
+#[test]
+fn prefilter_capacity() {
+    let c = ok("prefilter capacity v6=1 v4=16777216");
+    assert_eq!(
+        (c.prefilter.capacity_v4, c.prefilter.capacity_v6),
+        (16_777_216, 1)
+    );
+    let c = ok("prefilter capacity v6=100");
+    assert_eq!(
+        (c.prefilter.capacity_v4, c.prefilter.capacity_v6),
+        (262_144, 100)
+    );
+    for (text, span, message) in [
+        (
+            "prefilter capacity v4=0",
+            (1, 23, 1),
+            "capacity 0 for 'v4' is out of range",
+        ),
+        (
+            "prefilter capacity v6=16777217",
+            (1, 23, 8),
+            "capacity 16777217 for 'v6' is out of range",
+        ),
+        (
+            "prefilter capacity v4=99999999999999",
+            (1, 23, 14),
+            "capacity 99999999999999 for 'v4' is out of range",
+        ),
+        (
+            "prefilter capacity v4=1k",
+            (1, 23, 2),
+            "invalid capacity '1k' for 'v4'",
+        ),
+        (
+            "prefilter capacity v4=",
+            (1, 23, 0),
+            "option 'v4' needs a value",
+        ),
+        (
+            "prefilter capacity",
+            (1, 1, 18),
+            "'prefilter capacity' needs v4=N, v6=N or both",
+        ),
+        (
+            "prefilter capacity v4=1\nprefilter capacity v6=1",
+            (2, 1, 18),
+            "duplicate 'prefilter capacity' (first set on line 1)",
+        ),
+        (
+            "prefilter capacity 5 v4=1",
+            (1, 20, 1),
+            "unexpected argument '5': 'prefilter capacity' takes 0 arguments",
+        ),
+    ] {
+        let d = one_error(text);
+        assert_eq!((at(&d), d.message.as_str()), (span, message), "{text}");
+    }
+    assert_eq!(
+        hint(&one_error("prefilter capacity v4=0")),
+        "a number of entries from 1 to 16777216"
+    );
+    assert_eq!(
+        hint(&one_error("prefilter capacity v5=1")),
+        "valid options are v4, v6 (did you mean 'v4'?)"
+    );
+}
+
+#[test]
+fn deny_list_longer_than_its_capacity() {
+    let text = "prefilter deny 10.0.0.0/8 ::1\nprefilter capacity v4=2 v6=5\n\
+                prefilter deny 11.0.0.0/8 10.0.0.0/8\nprefilter deny 12.0.0.0/8 13.0.0.0/8\n\
+                prefilter deny 14.0.0.0/8\n";
+    let d = one_error(text);
+    assert_eq!(at(&d), (4, 1, 36));
+    assert_eq!(
+        d.message,
+        "the deny list exceeds the IPv4 capacity (2, set on line 2): it holds 4 IPv4 \
+         networks here and 5 in all"
+    );
+    assert_eq!(hint(&d), "raise it, e.g. 'prefilter capacity v4=8'");
+    assert_eq!(d.line_text, "prefilter deny 12.0.0.0/8 13.0.0.0/8");
+    // Exactly full is fine.
+    ok("prefilter capacity v4=2\nprefilter deny 10.0.0.0/8 11.0.0.0/8 10.0.0.0/8");
+    // The whole-file check follows the line errors.
+    let all = errors("prefilter capacity v6=1\nprefilter deny ::1 ::2\ninterface\n");
+    assert_eq!(
+        all.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        vec![(3, 10), (2, 1)]
+    );
+    assert!(all[1].3.contains("IPv6 capacity (1, set on line 1)"));
+}
+
+#[test]
+fn failsafe_default_accumulate_and_none() {
+    let c = ok("");
+    assert_eq!(
+        c.failsafe_in,
+        vec![
+            PortRange {
+                proto: L4Proto::Tcp,
+                low: 22,
+                high: 22
+            },
+            PortRange {
+                proto: L4Proto::Udp,
+                low: 68,
+                high: 68
+            }
+        ]
+    );
+    let c = ok("failsafe in tcp/2222 udp/67-68\nfailsafe  in sctp/1-65535 tcp/2222");
+    let shown: Vec<String> = c.failsafe_in.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["tcp/2222", "udp/67-68", "sctp/1-65535"]);
+    assert!(ok("failsafe in none").failsafe_in.is_empty());
+    assert!(ok("failsafe in \"none\" # quoted is the same word")
+        .failsafe_in
+        .is_empty());
+}
+
+#[test]
+fn failsafe_errors() {
+    for (text, span, message) in [
+        (
+            "failsafe in tcp/0",
+            (1, 17, 1),
+            "port 0 is not a valid port",
+        ),
+        (
+            "failsafe in udp/70000",
+            (1, 17, 5),
+            "port 70000 is out of range",
+        ),
+        (
+            "failsafe in tcp/100-10",
+            (1, 17, 6),
+            "port range 100-10 is reversed",
+        ),
+        ("failsafe in tpc/22", (1, 13, 3), "unknown protocol 'tpc'"),
+        ("failsafe in 22", (1, 13, 2), "port '22' needs a protocol"),
+        ("failsafe in tcp", (1, 13, 3), "'tcp' needs a port"),
+        ("failsafe in udp/1-", (1, 19, 1), "missing port number"),
+        (
+            "failsafe in",
+            (1, 12, 1),
+            "'failsafe in' needs 'none' or at least one PROTO/PORT or PROTO/LOW-HIGH \
+             (e.g. tcp/22, udp/67-68)",
+        ),
+        (
+            "failsafe in tcp/22 none",
+            (1, 20, 4),
+            "'none' cannot be combined with failsafe ports",
+        ),
+        (
+            "failsafe in none\nfailsafe in tcp/22",
+            (2, 1, 11),
+            "failsafe ports conflict with 'failsafe in none' on line 1",
+        ),
+        (
+            "failsafe in tcp/22\n\nfailsafe in none",
+            (3, 13, 4),
+            "'failsafe in none' conflicts with the failsafe ports given on line 1",
+        ),
+        (
+            "failsafe in none\nfailsafe in none",
+            (2, 13, 4),
+            "duplicate 'failsafe in none' (first on line 1)",
+        ),
+    ] {
+        let d = one_error(text);
+        assert_eq!((at(&d), d.message.as_str()), (span, message), "{text}");
+    }
+    assert_eq!(
+        hint(&one_error("failsafe in tpc/22")),
+        "valid protocols are tcp, udp, sctp (did you mean 'tcp'?)"
+    );
+    assert_eq!(
+        hint(&one_error("failsafe in tcp/100-10")),
+        "write tcp/10-100"
+    );
+    assert_eq!(
+        hint(&one_error("failsafe in tcp/0")),
+        "ports are numbers from 1 to 65535"
+    );
+    // All bad specs of a line are reported.
+    let got: Vec<_> = errors("failsafe in tcp/0 tcp/22 udp/9-8 ssh")
+        .into_iter()
+        .map(|e| (e.1, e.2))
+        .collect();
+    assert_eq!(got, vec![(17, 1), (30, 3), (34, 3)]);
+}
+
+#[test]
+fn deny_file_relative_to_the_config_with_both_comment_styles_and_crlf() {
+    let dir = TempDir::new();
+    dir.write(
+        "drop.txt",
+        b"; Spamhaus-style header\r\n198.51.100.0/24 ; SBL1\r\n\r\n  203.0.113.0/25\t# tab\r\n\
+          2001:db8:dead::/48\r\n192.0.2.7\r\n10.0.0.0/8 ; repeated below\r\n10.0.0.0/8\r\n",
+    );
+    std::fs::create_dir(dir.0.join("lists")).unwrap();
+    dir.write("lists/more.txt", b"192.0.2.0/24\n10.0.0.0/8\n");
+    let conf = dir.write(
+        "weir.conf",
+        b"prefilter deny 10.0.0.0/8\r\nprefilter deny-file drop.txt\r\n\
+          prefilter deny-file \"lists/more.txt\"\r\n",
+    );
+    let c = parse_file(&conf).unwrap_or_else(|e| panic!("{e}"));
+    let drop = dir.0.join("drop.txt").display().to_string();
+    let more = dir.0.join("lists/more.txt").display().to_string();
+    let got: Vec<(String, String, u32, u32)> = c
+        .prefilter
+        .deny
+        .iter()
+        .map(|(cidr, o)| (cidr.to_string(), o.source.clone(), o.line, o.column))
+        .collect();
+    let conf_name = conf.display().to_string();
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.0/8".into(), conf_name.clone(), 1, 16),
+            ("198.51.100.0/24".into(), drop.clone(), 2, 1),
+            ("203.0.113.0/25".into(), drop.clone(), 4, 3),
+            ("2001:db8:dead::/48".into(), drop.clone(), 5, 1),
+            ("192.0.2.7/32".into(), drop, 6, 1),
+            ("192.0.2.0/24".into(), more, 1, 1),
+        ]
+    );
+    assert_eq!(
+        c.prefilter.files,
+        vec![
+            (PathBuf::from("drop.txt"), Span::new(2, 21, 8)),
+            (PathBuf::from("lists/more.txt"), Span::new(3, 21, 16)),
+        ]
+    );
+    // Rendered as written; parsing the rendering in the same place gives the same settings.
+    let rendered = render_config(&c);
+    assert!(rendered.contains(
+        "prefilter deny 10.0.0.0/8\nprefilter deny-file drop.txt\n\
+         prefilter deny-file lists/more.txt\n"
+    ));
+    let again = parse_file(&dir.write("again.conf", rendered.as_bytes())).unwrap();
+    assert!(c.eq_ignoring_spans(&again));
+    assert_eq!(render_config(&again), rendered);
+    // An absolute path works from anywhere.
+    let text = format!(
+        "prefilter deny-file {}",
+        render::quote(&dir.0.join("lists/more.txt").display().to_string())
+    );
+    assert_eq!(ok(&text).prefilter.deny.len(), 2);
+}
+
+#[test]
+fn parse_resolves_deny_files_against_the_current_directory() {
+    let dir = TempDir::new();
+    dir.write("cwd.txt", b"192.0.2.0/24\n");
+    // A relative path from the current directory to the file, without changing directory
+    // (tests run in parallel).
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = format!(
+        "{up}{}",
+        dir.0.join("cwd.txt").strip_prefix("/").unwrap().display()
+    );
+    let c = ok(&format!("prefilter deny-file {}", render::quote(&relative)));
+    assert_eq!(c.prefilter.deny[0].1.source, relative);
+    // A missing relative file: the hint says where relative paths start.
+    let d = one_error("prefilter deny-file weir-no-such-deny-file.txt");
+    assert_eq!(at(&d), (1, 21, 26));
+    assert_eq!(
+        d.message,
+        "cannot read deny file 'weir-no-such-deny-file.txt': No such file or directory \
+         (os error 2)"
+    );
+    assert_eq!(
+        hint(&d),
+        "a relative path starts at the current directory (the config text did not come from a file)"
+    );
+}
+
+#[test]
+fn deny_file_errors_name_the_list_file() {
+    let dir = TempDir::new();
+    dir.write(
+        "drop.txt",
+        b"# list\r\n10.0.0.0/8\r\n  10.1.2.3/8 ; bad\r\n1.2.3.4 junk\r\nfe80::1/129\r\n",
+    );
+    let conf = dir.write(
+        "weir.conf",
+        b"interface a b\nprefilter deny-file drop.txt\ncgroup\n",
+    );
+    let err = parse_file(&conf).unwrap_err();
+    let drop = dir.0.join("drop.txt").display().to_string();
+    let conf_name = conf.display().to_string();
+    let got: Vec<_> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.source.as_str(), at(d), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                conf_name.as_str(),
+                (1, 13, 1),
+                "unexpected argument 'b': 'interface' takes 1 argument"
+            ),
+            (drop.as_str(), (3, 3, 10), "'10.1.2.3/8' has host bits set"),
+            (
+                drop.as_str(),
+                (4, 9, 4),
+                "unexpected text after the address: 'junk'"
+            ),
+            (
+                drop.as_str(),
+                (5, 9, 3),
+                "prefix length 129 is out of range for IPv6"
+            ),
+            (
+                conf_name.as_str(),
+                (3, 7, 1),
+                "'cgroup' needs a cgroup path (relative to the cgroup2 mount)"
+            ),
+        ]
+    );
+    let d = &err.diagnostics[1];
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "{drop}:3:3: error: '10.1.2.3/8' has host bits set\n\
+             \x20   10.1.2.3/8 ; bad\n\
+             \x20   ^^^^^^^^^^\n\
+             \x20 hint: did you mean 10.0.0.0/8?\n\
+             \x20 note: included by 'prefilter deny-file' at {conf_name}:2:21"
+        )
+    );
+}
+
+#[test]
+fn deny_file_that_cannot_be_read() {
+    let dir = TempDir::new();
+    let conf = dir.write(
+        "weir.conf",
+        b"prefilter deny-file missing.txt\nprefilter deny-file .\nprefilter deny-file /dev/zero\n\
+          prefilter deny-file \"\"\nprefilter deny-file weir.conf\n",
+    );
+    let err = parse_file(&conf).unwrap_err();
+    let got: Vec<_> = err
+        .diagnostics
+        .iter()
+        .map(|d| (at(d), d.message.clone()))
+        .collect();
+    let missing = dir.0.join("missing.txt").display().to_string();
+    let dot = dir.0.join(".").display().to_string();
+    assert_eq!(
+        got,
+        vec![
+            (
+                (1, 21, 11),
+                format!(
+                    "cannot read deny file '{missing}': No such file or directory (os error 2)"
+                )
+            ),
+            (
+                (2, 21, 1),
+                format!("cannot read deny file '{dot}': not a regular file")
+            ),
+            (
+                (3, 21, 9),
+                "cannot read deny file '/dev/zero': not a regular file".to_owned()
+            ),
+            ((4, 21, 2), "empty deny file path".to_owned()),
+            (
+                (5, 21, 9),
+                format!("deny file '{}' is this config file", conf.display())
+            ),
+        ]
+    );
+    assert_eq!(
+        hint(&err.diagnostics[0]),
+        format!(
+            "a relative path starts at the config file's directory, {}",
+            dir.0.display()
+        )
+    );
+    assert_eq!(err.diagnostics[2].hint, None);
+    // A huge (sparse) file is refused before reading.
+    let huge = std::fs::File::create(dir.0.join("huge.txt")).unwrap();
+    huge.set_len((1 << 30) + 1).unwrap();
+    let d = one_error(&format!(
+        "prefilter deny-file {}",
+        render::quote(&dir.0.join("huge.txt").display().to_string())
+    ));
+    assert!(
+        d.message
+            .ends_with(": it is 1073741825 bytes long, the limit is 1073741824"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn deny_file_with_many_errors_is_capped() {
+    let dir = TempDir::new();
+    dir.write("bad.txt", "x\n".repeat(10_000).as_bytes());
+    let conf = dir.write("weir.conf", b"prefilter deny-file bad.txt\ninterface\n");
+    let err = parse_file(&conf).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 100);
+    assert!(err.diagnostics[99].message.starts_with("too many errors"));
+}
+
+/// 100,000 lines: v4 and v6, comments, CRLF. Prints the time (`--nocapture`), asserts only the
+/// result.
+#[test]
+fn deny_file_with_100k_lines() {
+    let dir = TempDir::new();
+    let mut list = String::from("; generated\n");
+    for i in 0u32..100_000 {
+        match i % 10 {
+            0 => list.push_str(&format!("2001:db8:{:x}::/48 ; v6\r\n", i / 10)),
+            1 => list.push_str(&format!("# comment {i}\n")),
+            _ => list.push_str(&format!(
+                "{}.{}.{}.0/24\n",
+                10 + (i >> 16),
+                (i >> 8) & 0xff,
+                i & 0xff
+            )),
+        }
+    }
+    dir.write("big.txt", list.as_bytes());
+    let conf = dir.write(
+        "weir.conf",
+        b"prefilter capacity v4=1048576\nprefilter deny-file big.txt\n",
+    );
+    let started = std::time::Instant::now();
+    let c = parse_file(&conf).unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed();
+    println!(
+        "100k-line deny file ({} bytes): {took:?} (this build's profile)",
+        list.len()
+    );
+    let v4 = c.prefilter.deny.iter().filter(|(c, _)| c.is_ipv4()).count();
+    assert_eq!((v4, c.prefilter.deny.len() - v4), (80_000, 10_000));
+    let last = c.prefilter.deny.last().unwrap();
+    assert_eq!(last.0.to_string(), "11.134.159.0/24");
+    assert_eq!((last.1.line, last.1.column), (100_001, 1));
+}
+
+#[test]
+fn prefilter_and_failsafe_round_trip() {
+    let text = "failsafe in udp/67-68 tcp/22\nprefilter deny 10.0.0.0/8 ::1 2001:DB8::/32\n\
+                prefilter capacity v6=7\nfailsafe in sctp/9\n\
+                prefilter deny 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8 5.0.0.0/8 6.0.0.0/8 \
+                7.0.0.0/8 8.0.0.0/8\n";
+    let c = ok(text);
+    let rendered = render_config(&c);
+    assert_eq!(
+        rendered,
+        "prefilter capacity v4=262144 v6=7\n\
+         prefilter deny 10.0.0.0/8 ::1/128 2001:db8::/32 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8 \
+         5.0.0.0/8\n\
+         prefilter deny 6.0.0.0/8 7.0.0.0/8 8.0.0.0/8\n\
+         failsafe in udp/67-68 tcp/22 sctp/9\n"
+    );
+    let again = ok(&rendered);
+    assert!(c.eq_ignoring_spans(&again));
+    assert_eq!(render_config(&again), rendered);
+    let none = ok("failsafe in none");
+    assert!(render_config(&none).ends_with("failsafe in none\n"));
+    assert!(ok(&render_config(&none)).failsafe_in.is_empty());
+    // eq_ignoring_spans notices prefilter and failsafe changes, not the deny order.
+    let base = ok("prefilter deny 1.2.3.4 5.6.7.8");
+    assert!(base.eq_ignoring_spans(&ok("prefilter deny 5.6.7.8\nprefilter deny 1.2.3.4")));
+    assert!(!base.eq_ignoring_spans(&ok("prefilter deny 1.2.3.4")));
+    assert!(!base.eq_ignoring_spans(&ok(
+        "prefilter deny 1.2.3.4 5.6.7.8\nprefilter capacity v4=9"
+    )));
+    assert!(!base.eq_ignoring_spans(&ok("prefilter deny 1.2.3.4 5.6.7.8\nfailsafe in tcp/22")));
+}
+
+/// The hand-written IPv4 parser accepts exactly what std's does.
+#[test]
+fn ipv4_parser_matches_std() {
+    const OCTETS: &[&str] = &[
+        "0", "1", "9", "00", "01", "10", "99", "100", "199", "255", "256", "300", "999", "1000",
+        "", "-1", "+1", " 1", "a", "1e", "é", "0x1", ":",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut pick = move |n: usize| usize::try_from(next() % n as u64).unwrap();
+    let mut accepted = 0;
+    for _ in 0..100_000 {
+        let parts = 3 + pick(3);
+        let text = (0..parts)
+            .map(|_| {
+                let range = if pick(4) == 0 { OCTETS.len() } else { 10 };
+                OCTETS[pick(range)]
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        let std = text.parse::<std::net::Ipv4Addr>().ok();
+        assert_eq!(model::parse_ipv4(text.as_bytes()), std, "{text:?}");
+        accepted += usize::from(std.is_some());
+    }
+    assert!(accepted > 1000, "{accepted}");
+    for text in [
+        "1.2.3.4",
+        "0.0.0.0",
+        "255.255.255.255",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.4.",
+    ] {
+        let std = text.parse::<std::net::Ipv4Addr>().ok();
+        assert_eq!(model::parse_ipv4(text.as_bytes()), std, "{text:?}");
+    }
 }

@@ -1978,7 +1978,14 @@ fn probe_features(xdp_probe: impl FnOnce() -> io::Result<bool>) -> Features {
         )
     });
 
-    let xdp_link = xdp_link_verdict(xdp_probe(), tcx);
+    // TCX (6.6) came years after XDP links (5.9): a kernel with TCX has them, and the only XDP
+    // link probe that works (attach in a private namespace) costs tens of milliseconds of driver
+    // reconfiguration and RCU waits. So it runs only on kernels without TCX.
+    let xdp_link = if tcx {
+        true
+    } else {
+        xdp_link_verdict(xdp_probe(), tcx)
+    };
     Features {
         xdp_link,
         tcx,
