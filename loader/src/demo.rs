@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::config;
 use crate::dataplane::Dataplane;
 use crate::error::Error;
-use crate::sandbox::{Sandbox, ADDR_B4, ADDR_B6};
+use crate::sandbox::{Sandbox, ADDR_A4, ADDR_B4, ADDR_B6};
 use crate::status::Status;
 use crate::sys::netns;
 
@@ -24,6 +24,8 @@ use crate::sys::netns;
 pub const TCP_PORT: u16 = 7001;
 /// UDP echo port of the demo server.
 pub const UDP_PORT: u16 = 7002;
+/// The failsafe port the demo keeps reachable from a denied client (SSH's).
+pub const FAILSAFE_PORT: u16 = 22;
 /// Connections/datagrams per kind the demo client makes.
 pub const ROUNDS: u32 = 5;
 
@@ -311,15 +313,89 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         ),
     ];
     let mut failed = Vec::new();
-    for (what, ok) in checks {
-        w(
-            out,
-            format!("  [{}] {what}", if ok { "ok" } else { "FAILED" }),
-        );
-        if !ok {
-            failed.push(what);
-        }
-    }
+    report_checks(out, &checks, &mut failed);
+
+    // The prefilter: deny the client's address at runtime (map contents only, no reattach).
+    let deny_text = format!("{text}prefilter deny {ADDR_A4}/32\nfailsafe in tcp/22 udp/68\n");
+    w(out, format!("weir apply (deny the client):\n  prefilter deny {ADDR_A4}/32\n  failsafe in tcp/22 udp/68"));
+    let deny_cfg = config::parse("<demo>", &deny_text)?;
+    let change = netns::run_in(b.as_fd(), || dp.apply(&deny_cfg))?;
+    w(out, format!("  {change}"));
+    let denied = {
+        let _server = EchoServer::start(b.as_fd())?;
+        let _ssh = FailsafeListener::start(b.as_fd())?;
+        let a = sb.netns_fd(&sb.ns_a)?;
+        netns::run_in(a.as_fd(), || {
+            let t = Duration::from_millis(700);
+            let echo =
+                TcpStream::connect_timeout(&SocketAddr::new(ADDR_B4.into(), TCP_PORT), t).is_ok();
+            let ssh =
+                TcpStream::connect_timeout(&SocketAddr::new(ADDR_B4.into(), FAILSAFE_PORT), t)
+                    .is_ok();
+            (echo, ssh)
+        })
+    };
+    w(
+        out,
+        format!(
+            "  from the denied client: tcp/{TCP_PORT} {}, tcp/{FAILSAFE_PORT} (failsafe) {}",
+            if denied.0 { "connected" } else { "dropped" },
+            if denied.1 { "connected" } else { "dropped" }
+        ),
+    );
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    let reason = |r: &str| {
+        st.prefilter
+            .iter()
+            .find(|(n, _)| n == r)
+            .map(|(_, c)| c.packets)
+            .unwrap_or(0)
+    };
+    w(
+        out,
+        format!(
+            "  prefilter: {} dropped, {} passed by failsafe; deny entry hits: {}",
+            reason("dropped"),
+            reason("failsafe"),
+            st.deny_hits
+                .iter()
+                .map(|(c, h)| format!("{c} {h}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    let restore = netns::run_in(b.as_fd(), || dp.apply(&cfg))?;
+    w(out, format!("weir apply (original config): {restore}"));
+    let after = {
+        let _server = EchoServer::start(b.as_fd())?;
+        let a = sb.netns_fd(&sb.ns_a)?;
+        netns::run_in(a.as_fd(), || {
+            TcpStream::connect_timeout(
+                &SocketAddr::new(ADDR_B4.into(), TCP_PORT),
+                Duration::from_secs(3),
+            )
+            .is_ok()
+        })
+    };
+    let checks = [
+        (
+            "the denied client's connection was dropped at XDP",
+            !denied.0 && reason("dropped") > 0,
+        ),
+        (
+            "the failsafe port stayed reachable from the denied client",
+            denied.1 && reason("failsafe") > 0,
+        ),
+        (
+            "the deny entry counted its hits",
+            st.deny_hits.iter().any(|(_, h)| *h > 0),
+        ),
+        (
+            "removing the entry restored traffic without reattaching",
+            after,
+        ),
+    ];
+    report_checks(out, &checks, &mut failed);
 
     let removed = netns::run_in(b.as_fd(), || dp.unload())?;
     w(
@@ -339,6 +415,58 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
             "demo checks failed: {}",
             failed.join("; ")
         )))
+    }
+}
+
+fn report_checks(
+    out: &mut dyn Write,
+    checks: &[(&'static str, bool)],
+    failed: &mut Vec<&'static str>,
+) {
+    for (what, ok) in checks {
+        let _ = writeln!(out, "  [{}] {what}", if *ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(what);
+        }
+    }
+}
+
+/// A TCP listener on the failsafe port (22) inside a namespace, accepting until dropped.
+struct FailsafeListener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FailsafeListener {
+    fn start(netns_fd: std::os::fd::BorrowedFd<'_>) -> Result<Self, Error> {
+        let listener = netns::run_in(netns_fd, || -> std::io::Result<TcpListener> {
+            let l = TcpListener::bind(("::", FAILSAFE_PORT))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .map_err(|e| Error::io("demo: binding the failsafe listener", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if listener.accept().is_err() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FailsafeListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
