@@ -119,7 +119,9 @@ pub(crate) struct Builder {
 /// # Errors
 ///
 /// A [`ConfigError`] with one [`Diagnostic`] per problem, in source order, when the text has any
-/// lexical, syntactic or semantic error.
+/// lexical, syntactic or semantic error. Errors in a deny-list file follow the errors of the
+/// line that includes it (their `source` is the list file's path, their `note` names the
+/// including line); a deny list longer than its capacity is reported last.
 ///
 /// `prefilter deny-file` paths are read relative to the current directory; [`parse_file`] reads
 /// them relative to the config file's directory.

@@ -34,7 +34,7 @@ pub(crate) struct PrefilterState {
 /// A keyed multiply-fold hash for the de-duplication set: SipHash took longer than parsing the
 /// address, and a random per-process key keeps a crafted block list from forcing collisions.
 #[derive(Clone)]
-pub(crate) struct KeyedFold {
+struct KeyedFold {
     seed: u64,
     multiplier: u64,
 }
@@ -60,7 +60,7 @@ impl BuildHasher for KeyedFold {
     }
 }
 
-pub(crate) struct FoldHasher {
+struct FoldHasher {
     state: u64,
     multiplier: u64,
 }
