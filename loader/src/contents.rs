@@ -159,8 +159,13 @@ pub fn sync_array(m: &OpenMap, values: &[Vec<u8>], undo: &mut Undo) -> Result<us
     let mut written = 0;
     for (index, want) in values.iter().enumerate() {
         let key = (index as u32).to_ne_bytes();
-        bpf::map_lookup(fd, &key, &mut current)
-            .map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
+        if m.reused {
+            bpf::map_lookup(fd, &key, &mut current)
+                .map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
+        } else if want.iter().all(|&b| b == 0) {
+            // A map this command created is all zeros: no need to read it slot by slot.
+            continue;
+        }
         if current != *want {
             bpf::map_update(fd, &key, want, 0)
                 .map_err(|e| Error::bpf(format!("map '{name}': slot {index}"), e))?;

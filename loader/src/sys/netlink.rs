@@ -127,7 +127,7 @@ const CLS_NAME_MAX: usize = 255;
 /// How often a dump is retried when the kernel flags it as inconsistent (`NLM_F_DUMP_INTR`).
 const DUMP_ATTEMPTS: usize = 5;
 /// Safety net so a lost reply makes the call fail instead of hanging forever.
-const RECV_TIMEOUT_SECS: libc::time_t = 30;
+const RECV_TIMEOUT_SECS: u32 = 30;
 
 fn tc_h_make(maj: u32, min: u32) -> u32 {
     (maj & TC_H_MAJ_MASK) | (min & TC_H_MIN_MASK)
@@ -989,7 +989,8 @@ impl Netlink {
             return Err(NetlinkError::last_os("setsockopt(NETLINK_CAP_ACK)"));
         }
         let timeout = libc::timeval {
-            tv_sec: RECV_TIMEOUT_SECS,
+            // `as _`: time_t is 64-bit on glibc and (deprecated-as-named) on musl.
+            tv_sec: RECV_TIMEOUT_SECS as _,
             tv_usec: 0,
         };
         if !setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout) {
