@@ -6,7 +6,7 @@
 //! write is recorded with the value it replaced, so a failure later in the same command puts the
 //! maps back exactly as they were.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::Error;
@@ -86,8 +86,76 @@ pub struct SetChange {
     pub total: usize,
 }
 
+/// Elements per batch syscall: large enough that 100k entries take a few dozen calls.
+const BATCH: usize = 8192;
+
+/// True when a batch command failed because the map (or kernel) has no batch support for it.
+fn no_batch(e: &bpf::BpfError) -> bool {
+    matches!(
+        e.errno(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */)
+    )
+}
+
+/// Every (key, value) of a map: batched reads where the map supports them, else a key walk.
+///
+/// # Errors
+/// Returns an error when the kernel refuses the read.
+pub fn entries(m: &OpenMap) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    let err = |e| Error::bpf(format!("map '{name}'"), e);
+    let (ks, vs) = (m.def.key.size as usize, value_len(m)?);
+    let mut out = BTreeMap::new();
+    let token_len = ks.max(4);
+    let (mut keys, mut values) = (vec![0u8; ks * BATCH], vec![0u8; vs * BATCH]);
+    let (mut token, mut next) = (vec![0u8; token_len], vec![0u8; token_len]);
+    let mut first = true;
+    loop {
+        let r = bpf::map_lookup_batch(
+            fd,
+            (!first).then_some(&token[..]),
+            &mut next,
+            &mut keys,
+            &mut values,
+            BATCH as u32,
+        );
+        let (got, more) = match r {
+            Ok(r) => r,
+            Err(e) if first && no_batch(&e) => {
+                log::debug!("map '{name}': no batched lookup ({e}); walking keys");
+                for key in keys_walk(fd, m.def.key.size, name)? {
+                    let mut v = vec![0u8; vs];
+                    if bpf::map_lookup(fd, &key, &mut v).map_err(err)? {
+                        out.insert(key, v);
+                    }
+                }
+                return Ok(out);
+            }
+            Err(e) => return Err(err(e)),
+        };
+        for i in 0..got as usize {
+            out.insert(
+                keys[i * ks..(i + 1) * ks].to_vec(),
+                values[i * vs..(i + 1) * vs].to_vec(),
+            );
+        }
+        if !more {
+            return Ok(out);
+        }
+        std::mem::swap(&mut token, &mut next);
+        first = false;
+    }
+}
+
+/// Every key of a map, by walking it with `BPF_MAP_GET_NEXT_KEY`.
+fn keys_walk(fd: BorrowedFd<'_>, key_size: u32, map: &str) -> Result<BTreeSet<Vec<u8>>, Error> {
+    keys(fd, key_size, map)
+}
+
 /// Makes the keys of `m` exactly `desired`: new keys get `initial` as value, keys not desired are
-/// deleted, the others are left alone. Checks capacity before writing anything.
+/// deleted, the others are left alone (their values, e.g. hit counters, survive). Capacity is
+/// checked before anything is written. Writes are batched where the kernel supports it.
 ///
 /// # Errors
 /// Returns an error, with nothing written, when the result would not fit the map; a write error
@@ -100,7 +168,11 @@ pub fn sync_set(
 ) -> Result<SetChange, Error> {
     let name = m.def.name;
     let fd = m.fd.as_fd();
-    let current = keys(fd, m.def.key.size, name)?;
+    let current = if m.reused {
+        entries(m)?
+    } else {
+        BTreeMap::new()
+    };
     let capacity = bpf::map_info(fd)
         .map_err(|e| Error::bpf(format!("map '{name}'"), e))?
         .max_entries as usize;
@@ -114,35 +186,88 @@ pub fn sync_set(
             ),
         ));
     }
-    let mut value = vec![0u8; value_len(m)?];
+    let removals: Vec<(&Vec<u8>, &Vec<u8>)> = current
+        .iter()
+        .filter(|(k, _)| !desired.contains(*k))
+        .collect();
+    let additions: Vec<&Vec<u8>> = desired
+        .iter()
+        .filter(|k| !current.contains_key(*k))
+        .collect();
     let mut change = SetChange {
         total: desired.len(),
         ..SetChange::default()
     };
+
     // Deletions first, so the additions always have room.
-    for key in current.difference(desired) {
-        let found = bpf::map_lookup(fd, key, &mut value)
-            .map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
-        if bpf::map_delete(fd, key)
-            .map_err(|e| Error::bpf(format!("map '{name}': deleting an entry"), e))?
-        {
-            undo.ops.push(UndoOp {
-                map: name,
-                key: key.clone(),
-                previous: found.then(|| value.clone()),
-            });
-            change.removed += 1;
+    for chunk in removals.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        match bpf::map_delete_batch(fd, &keys, chunk.len() as u32) {
+            Ok(_) => {
+                for (k, v) in chunk {
+                    undo.ops.push(UndoOp {
+                        map: name,
+                        key: (*k).clone(),
+                        previous: Some((*v).clone()),
+                    });
+                }
+            }
+            Err(e) => {
+                // Unsupported, or failed part way: finish element by element. ENOENT means the
+                // failed batch had already removed that key.
+                log::debug!("map '{name}': batched delete failed ({e}); deleting one by one");
+                for (k, v) in chunk {
+                    bpf::map_delete(fd, k)
+                        .map_err(|e| Error::bpf(format!("map '{name}': deleting an entry"), e))?;
+                    undo.ops.push(UndoOp {
+                        map: name,
+                        key: (*k).clone(),
+                        previous: Some((*v).clone()),
+                    });
+                }
+            }
         }
+        change.removed += chunk.len();
     }
-    for key in desired.difference(&current) {
-        bpf::map_update(fd, key, initial, bpf::consts::BPF_NOEXIST)
-            .map_err(|e| Error::bpf(format!("map '{name}': adding an entry"), e))?;
-        undo.ops.push(UndoOp {
-            map: name,
-            key: key.clone(),
-            previous: None,
-        });
-        change.added += 1;
+    for chunk in additions.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|k| k.iter().copied()).collect();
+        let values: Vec<u8> = chunk.iter().flat_map(|_| initial.iter().copied()).collect();
+        match bpf::map_update_batch(
+            fd,
+            &keys,
+            &values,
+            chunk.len() as u32,
+            bpf::consts::BPF_NOEXIST,
+        ) {
+            Ok(_) => {
+                for k in chunk {
+                    undo.ops.push(UndoOp {
+                        map: name,
+                        key: (*k).clone(),
+                        previous: None,
+                    });
+                }
+            }
+            Err(e) => {
+                // EEXIST below means the failed batch had already added that key: it is ours.
+                log::debug!("map '{name}': batched update failed ({e}); adding one by one");
+                for k in chunk {
+                    match bpf::map_update(fd, k, initial, bpf::consts::BPF_NOEXIST) {
+                        Ok(()) => {}
+                        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                        Err(e) => {
+                            return Err(Error::bpf(format!("map '{name}': adding an entry"), e));
+                        }
+                    }
+                    undo.ops.push(UndoOp {
+                        map: name,
+                        key: (*k).clone(),
+                        previous: None,
+                    });
+                }
+            }
+        }
+        change.added += chunk.len();
     }
     Ok(change)
 }
