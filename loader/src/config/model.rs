@@ -403,8 +403,9 @@ impl fmt::Display for Cidr {
 /// Where a value came from: a config file or a deny-list file, line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    /// The file name as diagnostics show it (a deny-list file: its path as resolved).
-    pub source: String,
+    /// The file name as diagnostics show it (a deny-list file: its path as resolved). Shared by
+    /// every entry of one file, so a 16M-entry list does not hold 16M copies of its name.
+    pub source: std::sync::Arc<str>,
     /// 1-based line.
     pub line: u32,
     /// 1-based column, in chars.

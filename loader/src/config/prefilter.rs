@@ -252,10 +252,11 @@ pub(super) fn deny(statement: &Statement, builder: &mut Builder, sink: &mut Sink
         prefilter: state,
         ..
     } = builder;
+    let shared: std::sync::Arc<str> = source.as_str().into();
     for word in &statement.args {
         match Cidr::parse(&word.text) {
             Ok(cidr) => add(state, &mut config.prefilter, cidr, || Origin {
-                source: source.clone(),
+                source: shared.clone(),
                 line: word.span.line,
                 column: word.span.column,
             }),
@@ -298,6 +299,7 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
         None => PathBuf::from(&path.text),
     };
     let list_source = resolved.display().to_string();
+    let shared_source: std::sync::Arc<str> = list_source.as_str().into();
     if list_source == builder.source {
         sink.error(
             path.span,
@@ -355,7 +357,7 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
         &bytes,
         |cidr, line, column| {
             add(state, &mut config.prefilter, cidr, || Origin {
-                source: list_source.clone(),
+                source: shared_source.clone(),
                 line,
                 column,
             });

@@ -50,7 +50,7 @@ pub fn render_config(config: &Config) -> String {
     let inline: Vec<&Cidr> = prefilter
         .deny
         .iter()
-        .filter(|(_, origin)| origin.source == config.source)
+        .filter(|(_, origin)| *origin.source == *config.source)
         .map(|(cidr, _)| cidr)
         .collect();
     for chunk in inline.chunks(DENY_PER_LINE) {

@@ -851,7 +851,7 @@ fn prefilter_deny_inline_with_origins_and_dedup() {
             ("::ffff:1.2.3.4/128".into(), 3, 19),
         ]
     );
-    assert!(c.prefilter.deny.iter().all(|(_, o)| o.source == "t.conf"));
+    assert!(c.prefilter.deny.iter().all(|(_, o)| &*o.source == "t.conf"));
     assert_eq!(c.prefilter.deny[0].1.to_string(), "t.conf:1:16");
     assert!(c.prefilter.files.is_empty());
     assert_eq!(
@@ -1192,7 +1192,7 @@ fn deny_file_relative_to_the_config_with_both_comment_styles_and_crlf() {
         .prefilter
         .deny
         .iter()
-        .map(|(cidr, o)| (cidr.to_string(), o.source.clone(), o.line, o.column))
+        .map(|(cidr, o)| (cidr.to_string(), o.source.to_string(), o.line, o.column))
         .collect();
     let conf_name = conf.display().to_string();
     assert_eq!(
@@ -1243,7 +1243,7 @@ fn parse_resolves_deny_files_against_the_current_directory() {
         dir.0.join("cwd.txt").strip_prefix("/").unwrap().display()
     );
     let c = ok(&format!("prefilter deny-file {}", render::quote(&relative)));
-    assert_eq!(c.prefilter.deny[0].1.source, relative);
+    assert_eq!(&*c.prefilter.deny[0].1.source, relative.as_str());
     // A missing relative file: the hint says where relative paths start.
     let d = one_error("prefilter deny-file weir-no-such-deny-file.txt");
     assert_eq!(at(&d), (1, 21, 26));
