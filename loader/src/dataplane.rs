@@ -368,6 +368,13 @@ impl Dataplane {
         }
         let _lock = PinDirLock::take(&self.pin_dir)?;
         let maps = MapSet::open_pinned(&self.pin_dir, |m| prefilter::set_capacities(m, cfg))?;
+        if !cfg.prefilter.deny.is_empty() && maps.get(prefilter::MAP_V4).is_none() {
+            return Err(Error::Environment(format!(
+                "the config denies networks but the XDP prefilter is not loaded at {} \
+                 (no interface with xdp on): run `weir load` with an interface statement first",
+                self.pin_dir.display()
+            )));
+        }
         let mut writes = Undo::default();
         match prefilter::apply(&maps, cfg, &mut writes) {
             Ok(change) => Ok(change),
