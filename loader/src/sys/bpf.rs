@@ -605,6 +605,9 @@ fn layout(fd: BorrowedFd<'_>, call: &'static str) -> Result<Layout, BpfError> {
     let subject = format!("map '{}'", info.name);
     let value_len =
         value_len(info.map_type, info.value_size).map_err(|e| BpfError::new(call, &subject, e))?;
+    // Tell the fake `bpf(2)` the sizes the wrapper's buffers are about to be checked against.
+    #[cfg(test)]
+    CHECKED_LAYOUT.with(|c| c.set(Some((raw(fd), info.key_size as usize, value_len))));
     Ok(Layout {
         key_size: info.key_size as usize,
         value_len,
@@ -2091,11 +2094,67 @@ fn fake_mem(cmd: u32, a: &[u8]) -> super::fake::UserMem {
                 u32_at(offset_of!(A, data_size_out)) as usize,
             );
         }
-        // Element and batch buffers are sized by the map, not by the attr: the fake may not
-        // touch them.
+        BPF_MAP_LOOKUP_ELEM | BPF_MAP_UPDATE_ELEM | BPF_MAP_DELETE_ELEM | BPF_MAP_GET_NEXT_KEY => {
+            type A = ElemAttr;
+            // Element buffers are sized by the map, not by the attr: use the sizes the wrapper
+            // checked them against, or leave them untouchable.
+            let Some((key_size, value_len)) = checked_layout(u32_at(offset_of!(A, map_fd))) else {
+                return m;
+            };
+            let key = u64_at(offset_of!(A, key));
+            let value = u64_at(offset_of!(A, value_or_next_key));
+            UserMem::add(&mut m.read, key, key_size);
+            match cmd {
+                BPF_MAP_LOOKUP_ELEM => UserMem::add(&mut m.write, value, value_len),
+                BPF_MAP_UPDATE_ELEM => UserMem::add(&mut m.read, value, value_len),
+                BPF_MAP_GET_NEXT_KEY => UserMem::add(&mut m.write, value, key_size),
+                _ => {}
+            }
+        }
+        BPF_MAP_LOOKUP_BATCH | BPF_MAP_UPDATE_BATCH | BPF_MAP_DELETE_BATCH => {
+            type A = BatchAttr;
+            let Some((key_size, value_len)) = checked_layout(u32_at(offset_of!(A, map_fd))) else {
+                return m;
+            };
+            let count = u32_at(offset_of!(A, count)) as usize;
+            let keys = (u64_at(offset_of!(A, keys)), count * key_size);
+            let values = (u64_at(offset_of!(A, values)), count * value_len);
+            match cmd {
+                BPF_MAP_LOOKUP_BATCH => {
+                    // Batch tokens: max(key_size, 4) bytes, as `Layout::batch_len`.
+                    let token = key_size.max(4);
+                    UserMem::add(&mut m.read, u64_at(offset_of!(A, in_batch)), token);
+                    UserMem::add(&mut m.write, u64_at(offset_of!(A, out_batch)), token);
+                    UserMem::add(&mut m.write, keys.0, keys.1);
+                    UserMem::add(&mut m.write, values.0, values.1);
+                }
+                BPF_MAP_UPDATE_BATCH => {
+                    UserMem::add(&mut m.read, keys.0, keys.1);
+                    UserMem::add(&mut m.read, values.0, values.1);
+                }
+                _ => UserMem::add(&mut m.read, keys.0, keys.1),
+            }
+        }
         _ => {}
     }
     m
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `(map fd, key size, value length)` of the last `layout()` on this thread: the sizes the
+    /// element or batch wrapper about to call `sys_bpf` checked its buffers against.
+    static CHECKED_LAYOUT: std::cell::Cell<Option<(u32, usize, usize)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The checked layout for a command on `map_fd`, consumed so that it describes one call only.
+#[cfg(test)]
+fn checked_layout(map_fd: u32) -> Option<(usize, usize)> {
+    CHECKED_LAYOUT
+        .with(|c| c.take())
+        .filter(|&(fd, _, _)| fd == map_fd)
+        .map(|(_, k, v)| (k, v))
 }
 
 #[cfg(test)]

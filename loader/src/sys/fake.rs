@@ -8,6 +8,9 @@
 //! into the attr), and the user buffers the attr points to. Writes through those pointers are
 //! checked against the buffers the attr itself describes, captured before the fake runs: the same
 //! bound the kernel honours, so a fake cannot write over memory the wrapper did not hand out.
+//! Element and batch buffers (keys, values, batch tokens) are sized by the map rather than the
+//! attr; they are bounded by the key and value sizes the wrapper checked them against, which come
+//! from the map info the fake itself reported.
 //! The closure answers `Ok(return value)` or `Err(errno)`.
 //!
 //! Returned fds must be real, since wrappers wrap them in `OwnedFd`: use [`new_fd`].
@@ -21,7 +24,9 @@ use std::rc::Rc;
 use super::bpf::{fake_map_info_bytes, fake_prog_info_bytes, MapInfo, ProgInfo};
 /// The command numbers tests outside `sys` match on.
 pub(crate) use super::bpf::{
-    BPF_BTF_LOAD, BPF_MAP_CREATE, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD, BPF_OBJ_PIN, BPF_PROG_LOAD,
+    BPF_BTF_LOAD, BPF_MAP_CREATE, BPF_MAP_DELETE_BATCH, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY,
+    BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_BATCH, BPF_MAP_UPDATE_ELEM,
+    BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD, BPF_OBJ_PIN, BPF_PROG_LOAD,
 };
 
 /// Where the log fields of a load command are (`BPF_PROG_LOAD`, `BPF_BTF_LOAD`).
