@@ -36,6 +36,7 @@
 #define WEIR_IPPROTO_FRAGMENT 44
 #define WEIR_IPPROTO_ESP 50
 #define WEIR_IPPROTO_AH 51
+#define WEIR_IPPROTO_ICMPV6 58
 #define WEIR_IPPROTO_NONE 59
 #define WEIR_IPPROTO_DSTOPTS 60
 #define WEIR_IPPROTO_SCTP 132
@@ -69,6 +70,12 @@ struct weir_ipv4 {
 _Static_assert(sizeof(struct weir_ipv4) == 20, "weir_ipv4 size");
 _Static_assert(__builtin_offsetof(struct weir_ipv4, saddr) == 12, "weir_ipv4.saddr offset");
 #define WEIR_IPV4_OFFSET_MASK 0x1FFF
+
+/* ICMPv6 neighbour discovery (RFC 4861): router/neighbour solicitation and advertisement. */
+#define WEIR_ICMPV6_ROUTER_SOLICIT 133
+#define WEIR_ICMPV6_NEIGH_ADVERT 136
+/* ND messages are sent with hop limit 255; a router would have decremented it. */
+#define WEIR_ND_HOP_LIMIT 255
 
 struct weir_ipv6 {
 	__u8 ver_tc;	/* version << 4 | upper traffic class bits */

@@ -131,6 +131,24 @@ __attribute__((noinline)) __u32 weir_prefilter_judge_v6(struct xdp_md *ctx, __u3
 		}
 		nexthdr = ext->nexthdr;
 	}
+	/*
+	 * Neighbour discovery is the IPv6 counterpart of ARP (which, not being IP, always passes):
+	 * without it a denied host cannot resolve this one, and its failsafe connections (SSH in)
+	 * fail as soon as the neighbour caches are cold. It is let through only with hop limit 255,
+	 * which proves it comes from this link (RFC 4861), and counted as failsafe. Redirects (137)
+	 * are not needed to reach a failsafe port and stay dropped.
+	 */
+	if (nexthdr == WEIR_IPPROTO_ICMPV6 && ip6->hop_limit == WEIR_ND_HOP_LIMIT) {
+		__u8 *type;
+
+		if (off > WEIR_MAX_HDR_OFF)
+			return WEIR_PREFILTER_UNPARSED;
+		type = data + off;
+		if ((void *)(type + 1) > data_end)
+			return WEIR_PREFILTER_UNPARSED;
+		if (*type >= WEIR_ICMPV6_ROUTER_SOLICIT && *type <= WEIR_ICMPV6_NEIGH_ADVERT)
+			return WEIR_PREFILTER_FAILSAFE;
+	}
 	return weir_prefilter_l4(data, data_end, nexthdr, off);
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use weir::sandbox::Sandbox;
 use weir::status::Status;
-use weir::sys::{bpf, netns};
+use std::os::fd::AsFd;
+
+use weir::sys::{bpf, cgroup, netns};
 use weir::Dataplane;
 
 /// Fails the test unless it runs as root: these tests load real programs.
@@ -167,4 +169,55 @@ pub fn ns_b(sb: &Sandbox) -> std::os::fd::OwnedFd {
 /// A path below the sandbox's pin dir.
 pub fn pin(sb: &Sandbox, rel: &str) -> PathBuf {
     sb.pin_dir.join(rel)
+}
+
+/// Everything weir could have left behind for this sandbox, as the kernel reports it.
+pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
+    let mut left = Vec::new();
+    if sb.pin_dir.exists() {
+        left.push(format!("pin dir {} exists", sb.pin_dir.display()));
+    }
+    let (xdp, tcx_in, tcx_out, clsact) = with_nl_b(sb, |nl, idx| {
+        let xdp = nl
+            .xdp_query(idx)
+            .expect("xdp_query")
+            .prog_id
+            .filter(|&id| id != 0);
+        let q = |t| {
+            bpf::prog_query(bpf::LinkTarget::Ifindex(idx), t, 0)
+                .map(|q| q.prog_ids)
+                .unwrap_or_default()
+        };
+        (
+            xdp,
+            q(bpf::consts::BPF_TCX_INGRESS),
+            q(bpf::consts::BPF_TCX_EGRESS),
+            nl.clsact_exists(idx).expect("qdisc"),
+        )
+    });
+    if let Some(id) = xdp {
+        left.push(format!("XDP program {id} on {}", sb.veth_b));
+    }
+    if !tcx_in.is_empty() || !tcx_out.is_empty() {
+        left.push(format!(
+            "TCX programs {tcx_in:?} {tcx_out:?} on {}",
+            sb.veth_b
+        ));
+    }
+    if clsact {
+        left.push(format!("clsact qdisc on {}", sb.veth_b));
+    }
+    let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
+    for t in [
+        bpf::consts::BPF_CGROUP_INET4_CONNECT,
+        bpf::consts::BPF_CGROUP_INET6_CONNECT,
+    ] {
+        let ids = bpf::prog_query(bpf::LinkTarget::Fd(dir.as_fd()), t, 0)
+            .expect("cgroup query")
+            .prog_ids;
+        if !ids.is_empty() {
+            left.push(format!("cgroup programs {ids:?} (attach type {t})"));
+        }
+    }
+    left
 }

@@ -5,4 +5,5 @@
 
 mod common;
 mod loader;
+mod prefilter;
 mod prefilter_prog;

@@ -824,3 +824,24 @@ fn the_upgrade_test_object_shares_the_maps_and_differs_visibly() {
         }
     );
 }
+
+/// IPv6 neighbour discovery from a denied source passes as failsafe, but only from this link
+/// (hop limit 255, RFC 4861): without it a denied host could not resolve this one and its
+/// failsafe connections would fail once the neighbour caches are cold.
+#[test]
+fn v6_neighbour_discovery_from_a_denied_source_passes_only_on_link() {
+    let pf = Prefilter::load();
+    pf.deny6("2001:db8:bad::/48");
+    let bad = v6("2001:db8:bad::9");
+    let nd = |icmp_type: u8, hop_limit: u8| {
+        let mut ip = ipv6(bad, ICMPV6, &[icmp_type, 0, 0, 0, 0, 0, 0, 0]);
+        ip[7] = hop_limit;
+        ether(&[], ETH_IPV6, &ip)
+    };
+    for t in 133..=136u8 {
+        pf.failsafe_passed(&nd(t, 255), &format!("ND type {t} with hop limit 255"));
+        pf.dropped(&nd(t, 64), &format!("ND type {t} routed (hop limit 64)"));
+    }
+    pf.dropped(&nd(137, 255), "a redirect is not needed to reach a failsafe port");
+    pf.dropped(&nd(128, 255), "an echo request with hop limit 255 is not ND");
+}
