@@ -2,14 +2,13 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use weir::sandbox::Sandbox;
 use weir::status::Status;
-use std::os::fd::AsFd;
-
 use weir::sys::{bpf, cgroup, netns};
 use weir::Dataplane;
 

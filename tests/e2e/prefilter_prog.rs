@@ -842,6 +842,12 @@ fn v6_neighbour_discovery_from_a_denied_source_passes_only_on_link() {
         pf.failsafe_passed(&nd(t, 255), &format!("ND type {t} with hop limit 255"));
         pf.dropped(&nd(t, 64), &format!("ND type {t} routed (hop limit 64)"));
     }
-    pf.dropped(&nd(137, 255), "a redirect is not needed to reach a failsafe port");
-    pf.dropped(&nd(128, 255), "an echo request with hop limit 255 is not ND");
+    pf.dropped(
+        &nd(137, 255),
+        "a redirect is not needed to reach a failsafe port",
+    );
+    pf.dropped(
+        &nd(128, 255),
+        "an echo request with hop limit 255 is not ND",
+    );
 }
