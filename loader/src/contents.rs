@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::Error;
+use maps_schema::MapDef;
+
 use crate::maps::{MapSet, OpenMap};
 use crate::sys::bpf;
 
@@ -102,10 +104,19 @@ fn no_batch(e: &bpf::BpfError) -> bool {
 /// # Errors
 /// Returns an error when the kernel refuses the read.
 pub fn entries(m: &OpenMap) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
-    let name = m.def.name;
-    let fd = m.fd.as_fd();
+    entries_of(m.fd.as_fd(), m.def)
+}
+
+/// [`entries`] for a map known by fd and schema definition (as `weir status` opens them).
+///
+/// # Errors
+/// Returns an error when the kernel refuses the read.
+pub fn entries_of(fd: BorrowedFd<'_>, def: &MapDef) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+    let name = def.name;
     let err = |e| Error::bpf(format!("map '{name}'"), e);
-    let (ks, vs) = (m.def.key.size as usize, value_len(m)?);
+    let vs = bpf::value_len(def.map_type as u32, def.value.size)
+        .map_err(|e| Error::io(format!("map '{name}': value size"), e))?;
+    let ks = def.key.size as usize;
     let mut out = BTreeMap::new();
     let token_len = ks.max(4);
     let (mut keys, mut values) = (vec![0u8; ks * BATCH], vec![0u8; vs * BATCH]);
@@ -124,7 +135,7 @@ pub fn entries(m: &OpenMap) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
             Ok(r) => r,
             Err(e) if first && no_batch(&e) => {
                 log::debug!("map '{name}': no batched lookup ({e}); walking keys");
-                for key in keys_walk(fd, m.def.key.size, name)? {
+                for key in keys_walk(fd, def.key.size, name)? {
                     let mut v = vec![0u8; vs];
                     if bpf::map_lookup(fd, &key, &mut v).map_err(err)? {
                         out.insert(key, v);

@@ -253,19 +253,16 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                 }
             }
             "prefilter_v4" | "prefilter_v6" => {
-                let mut value = [0u8; 8];
-                for key in crate::contents::keys(fd.as_fd(), info.key_size, name)? {
+                let def = maps_schema::find(name)
+                    .ok_or_else(|| Error::map(name, "not in maps-schema"))?;
+                for (key, value) in crate::contents::entries_of(fd.as_fd(), def)? {
                     let Some(cidr) = crate::prefilter::cidr_of_key(&key) else {
                         continue;
                     };
-                    let found = bpf::map_lookup(fd.as_fd(), &key, &mut value)
-                        .map_err(|e| Error::bpf(format!("map '{name}'"), e))?;
-                    if found {
-                        let hits = maps_schema::DenyEntry::decode(&value)
-                            .map(|d| d.hits)
-                            .unwrap_or(0);
-                        st.deny_hits.push((cidr.to_string(), hits));
-                    }
+                    let hits = maps_schema::DenyEntry::decode(&value)
+                        .map(|d| d.hits)
+                        .unwrap_or(0);
+                    st.deny_hits.push((cidr.to_string(), hits));
                 }
             }
             _ => {}
