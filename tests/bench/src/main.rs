@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod b1;
 mod b5;
 mod env;
 mod kstate;
@@ -28,6 +29,8 @@ weir-bench: weir side by side with its competitors (see BENCHMARKS.md)
 Usage: weir-bench <BENCHMARK> [OPTIONS]
 
 Benchmarks:
+  b1   XDP prefilter: cost per dropped / passed packet over 10 -> 100k CIDRs;
+       competitors: iptables raw (linear, ipset), nft netdev set, an empty XDP program
   b5   loader cold load+attach of everything, binary size, peak RSS;
        competitor: the same objects loaded with bpftool + ip + tc
 
@@ -43,6 +46,16 @@ Runs as root. Exit codes: 0 done, 1 error, 2 usage error.
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("b1") => match b1::Options::parse(&args[1..]) {
+            Ok(opts) => match b1::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b1: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
         Some("b5") => match b5::Options::parse(&args[1..]) {
             Ok(opts) => match b5::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
