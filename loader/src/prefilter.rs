@@ -18,9 +18,6 @@ pub const MAP_FAILSAFE: &str = "failsafe_in";
 /// Per-reason counters.
 pub const MAP_STATS: &str = "prefilter_stats";
 
-/// Bitmap words per protocol slot (65536 ports / 64 bits).
-pub const WORDS_PER_PROTO: usize = 1024;
-
 /// The LPM trie key of a CIDR: prefix length (host order) then the address (network order).
 pub fn lpm_key(cidr: &Cidr) -> Vec<u8> {
     let mut key = u32::from(cidr.prefix_len).to_ne_bytes().to_vec();
@@ -43,21 +40,23 @@ pub fn cidr_of_key(key: &[u8]) -> Option<Cidr> {
     Some(Cidr { addr, prefix_len })
 }
 
-fn proto_slot(p: L4Proto) -> usize {
+fn proto_slot(p: L4Proto) -> u32 {
     match p {
-        L4Proto::Tcp => maps_schema::failsafe::TCP as usize,
-        L4Proto::Udp => maps_schema::failsafe::UDP as usize,
-        L4Proto::Sctp => maps_schema::failsafe::SCTP as usize,
+        L4Proto::Tcp => maps_schema::failsafe::TCP,
+        L4Proto::Udp => maps_schema::failsafe::UDP,
+        L4Proto::Sctp => maps_schema::failsafe::SCTP,
     }
 }
 
 /// The failsafe bitmap: word `slot * 1024 + port / 64`, bit `port % 64`.
 pub fn failsafe_words(ranges: &[PortRange]) -> Vec<u64> {
-    let mut words = vec![0u64; 3 * WORDS_PER_PROTO];
+    use maps_schema::failsafe;
+    let mut words = vec![0u64; (failsafe::SLOTS * failsafe::WORDS_PER_SLOT) as usize];
     for r in ranges {
-        let base = proto_slot(r.proto) * WORDS_PER_PROTO;
         for port in r.low..=r.high {
-            words[base + usize::from(port) / 64] |= 1u64 << (port % 64);
+            // The one formula the program uses too (maps-schema generates its constants).
+            let (word, mask) = failsafe::position(proto_slot(r.proto), port);
+            words[word as usize] |= mask;
         }
     }
     words
