@@ -2,6 +2,7 @@
 //! user would pick instead, interleaved in one process run.
 //!
 //! ```text
+//! cargo run --release -p weir-bench -- b1 [--rounds N] [--scales 10,100,1000,10000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
 //! ```
 //!
@@ -33,6 +34,16 @@ Benchmarks:
        competitors: iptables raw (linear, ipset), nft netdev set, an empty XDP program
   b5   loader cold load+attach of everything, binary size, peak RSS;
        competitor: the same objects loaded with bpftool + ip + tc
+
+Options of b1:
+  --rounds N        interleaved timed rounds (default 11, at least 7)
+  --scales A,B,..   deny-list sizes (default 10,100,1000,10000,100000)
+  --linear-max N    largest N with linear iptables rules (default 100000)
+  --prog-repeat N   BPF_PROG_TEST_RUN repeat per probe frame (default 1000000)
+  --target-ms N     wall time per stack-level measurement (default 120)
+  --seed N          deny-list seed (default 177)
+  --no-native       skip the natively attached (veth relay) variant
+  --no-write        print the section but leave BENCHMARKS.md alone
 
 Options of b5:
   --rounds N       interleaved timed rounds (default 12, at least 7)
