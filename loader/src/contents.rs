@@ -135,7 +135,7 @@ pub fn entries_of(fd: BorrowedFd<'_>, def: &MapDef) -> Result<BTreeMap<Vec<u8>, 
             Ok(r) => r,
             Err(e) if first && no_batch(&e) => {
                 log::debug!("map '{name}': no batched lookup ({e}); walking keys");
-                for key in keys_walk(fd, def.key.size, name)? {
+                for key in self::keys(fd, def.key.size, name)? {
                     let mut v = vec![0u8; vs];
                     if bpf::map_lookup(fd, &key, &mut v).map_err(err)? {
                         out.insert(key, v);
@@ -157,11 +157,6 @@ pub fn entries_of(fd: BorrowedFd<'_>, def: &MapDef) -> Result<BTreeMap<Vec<u8>, 
         std::mem::swap(&mut token, &mut next);
         first = false;
     }
-}
-
-/// Every key of a map, by walking it with `BPF_MAP_GET_NEXT_KEY`.
-fn keys_walk(fd: BorrowedFd<'_>, key_size: u32, map: &str) -> Result<BTreeSet<Vec<u8>>, Error> {
-    keys(fd, key_size, map)
 }
 
 /// Makes the keys of `m` exactly `desired`: new keys get `initial` as value, keys not desired are

@@ -14,12 +14,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR};
-use crate::config::{AttachPolicy, Config, XdpMode};
+use crate::config::{Config, XdpMode};
 use crate::contents::Undo;
 use crate::embedded;
 use crate::error::Error;
 use crate::maps::{self, MapSet, MAPS_DIR};
-use crate::object::{self, EmbeddedObject, LoadedProgram, VerifiedObject};
+use crate::object::{self, LoadedProgram, VerifiedObject};
 use crate::prefilter::{self, PrefilterChange};
 use crate::sys::{bpf, bpffs};
 
@@ -456,11 +456,6 @@ impl Dataplane {
     }
 }
 
-/// The embedded objects, for `weir verify` output and tests.
-pub fn embedded_objects() -> &'static [EmbeddedObject] {
-    embedded::OBJECTS
-}
-
 /// Names of the entries of `dir` (empty when it does not exist).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
     match fs::read_dir(dir) {
@@ -500,6 +495,3 @@ fn remove_tree(dir: &Path) -> Result<(), Error> {
         Err(e) => Err(Error::io(format!("removing pin dir {}", dir.display()), e)),
     }
 }
-
-/// The default attach policy, re-exported for callers building configs in code.
-pub const DEFAULT_POLICY: AttachPolicy = AttachPolicy::Auto;

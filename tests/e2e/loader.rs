@@ -319,23 +319,8 @@ fn stale_pinned_map_of_another_layout_is_refused() {
 fn a_foreign_xdp_program_is_never_replaced_and_a_failed_load_is_undone() {
     let sb = sandbox("fgn");
     // Somebody else's XDP program (r0 = XDP_PASS; exit) attached by netlink.
-    let insns: Vec<u8> = [[0xb7u8, 0, 0, 0, 2, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]].concat();
-    let license = std::ffi::CString::new("GPL").expect("cstr");
-    let foreign = bpf::prog_load(&bpf::ProgLoad {
-        name: "foreign",
-        prog_type: bpf::consts::BPF_PROG_TYPE_XDP,
-        expected_attach_type: None,
-        insns: &insns,
-        license: &license,
-        kern_version: 0,
-        btf_fd: None,
-        func_info: &[],
-        func_info_rec_size: 0,
-        line_info: &[],
-        line_info_rec_size: 0,
-        prog_flags: 0,
-    })
-    .expect("load foreign program");
+    let foreign = bpf::load_return_program("foreign", bpf::consts::BPF_PROG_TYPE_XDP, None, 2)
+        .expect("load foreign program");
     let foreign_id = bpf::prog_info(foreign.as_fd()).expect("info").id;
     with_nl_b(&sb, |nl, idx| {
         nl.xdp_attach(

@@ -1829,10 +1829,20 @@ fn return_insns(ret: i32) -> [u8; 16] {
     insns
 }
 
-fn probe_prog(prog_type: u32, expected_attach_type: Option<u32>, ret: i32) -> Option<OwnedFd> {
+/// Loads the smallest program there is, `r0 = ret; exit`, of `prog_type`: feature probes,
+/// benchmark floors and tests' stand-ins for other people's programs.
+///
+/// # Errors
+/// Returns the `BPF_PROG_LOAD` error (with the verifier log) when the kernel refuses it.
+pub fn load_return_program(
+    name: &str,
+    prog_type: u32,
+    expected_attach_type: Option<u32>,
+    ret: i32,
+) -> Result<OwnedFd, BpfError> {
     let insns = return_insns(ret);
-    let p = ProgLoad {
-        name: "weir_probe",
+    prog_load(&ProgLoad {
+        name,
         prog_type,
         expected_attach_type,
         insns: &insns,
@@ -1844,14 +1854,13 @@ fn probe_prog(prog_type: u32, expected_attach_type: Option<u32>, ret: i32) -> Op
         line_info: &[],
         line_info_rec_size: 0,
         prog_flags: 0,
-    };
-    match prog_load(&p) {
-        Ok(fd) => Some(fd),
-        Err(e) => {
-            log::debug!("feature probe: {e}");
-            None
-        }
-    }
+    })
+}
+
+fn probe_prog(prog_type: u32, expected_attach_type: Option<u32>, ret: i32) -> Option<OwnedFd> {
+    load_return_program("weir_probe", prog_type, expected_attach_type, ret)
+        .map_err(|e| log::debug!("feature probe: {e}"))
+        .ok()
 }
 
 /// A minimal BTF blob: header + one 32-bit signed `int`.

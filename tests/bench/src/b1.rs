@@ -377,24 +377,7 @@ fn frames(mac: [u8; 6], srcs: &[u32]) -> Vec<Vec<u8>> {
 /// `r0 = ret; exit`: the empty XDP program (XDP_PASS), the drop floor (XDP_DROP) and the
 /// relay (XDP_TX).
 fn tiny_prog(name: &str, ret: u32) -> Result<OwnedFd, String> {
-    let mut insns = vec![0xb7, 0, 0, 0];
-    insns.extend(ret.to_le_bytes());
-    insns.extend([0x95, 0, 0, 0, 0, 0, 0, 0]);
-    bpf::prog_load(&ProgLoad {
-        name,
-        prog_type: BPF_PROG_TYPE_XDP,
-        expected_attach_type: None,
-        insns: &insns,
-        license: c"MIT",
-        kern_version: 0,
-        btf_fd: None,
-        func_info: &[],
-        func_info_rec_size: 0,
-        line_info: &[],
-        line_info_rec_size: 0,
-        prog_flags: 0,
-    })
-    .map_err(|e| e.to_string())
+    bpf::load_return_program(name, BPF_PROG_TYPE_XDP, None, ret as i32).map_err(|e| e.to_string())
 }
 
 /// The LPM lookup alone: the source address of an untagged IPv4 frame as a /32 key, one
