@@ -1,27 +1,310 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
-/* cgroup connect4/connect6 call counters: count, allow, never rewrite the address. */
+/*
+ * Connect-time load balancing (cgroup sock_addr hooks).
+ *
+ * connect4/6 and sendmsg4/6 look the destination up in lb_services; a service's destination
+ * (its VIP) is rewritten to a backend picked at random by weight (a random slot of the
+ * service's lb_slots table), or the one the client's network namespace used last when the
+ * service has affinity. The original VIP is remembered in lb_revnat under the socket's
+ * cookie and the backend address, so recvmsg4/6 (UDP replies) and getpeername4/6 report the
+ * VIP again. No packet is ever translated: only the socket's idea of its peer.
+ *
+ * Addresses are handled as 16 bytes throughout, IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d):
+ * a v4-mapped destination on an IPv6 socket (connect6) then matches the IPv4 service and gets
+ * its IPv4 backend back v4-mapped.
+ *
+ * Every hook also counts its calls in sock_counters. Programs return 1 to let the call go on;
+ * 0 fails it, with the errno set by bpf_set_retval (ECONNREFUSED for a service without a usable
+ * backend) instead of the default EPERM.
+ */
 #include "weir_bpf.h"
 #include "weir_maps.h"
 #include "weir_count.h"
 
 WEIR_DEFINE_MAP_SOCK_COUNTERS;
+WEIR_DEFINE_MAP_LB_SERVICES;
+WEIR_DEFINE_MAP_LB_SLOTS;
+WEIR_DEFINE_MAP_LB_BACKENDS;
+WEIR_DEFINE_MAP_LB_REVNAT;
+WEIR_DEFINE_MAP_LB_AFFINITY;
+WEIR_DEFINE_MAP_LB_EXCLUDE;
+WEIR_DEFINE_MAP_LB_STATS;
 
-/* sock_addr programs return 1 to let the call proceed (0 would fail it with EPERM). */
 #define SOCK_ADDR_ALLOW 1
+#define SOCK_ADDR_FAIL 0
+
+/* errno value (asm-generic/errno.h). */
+#define WEIR_ECONNREFUSED 111
+
+#define NSEC_PER_SEC 1000000000ULL
+
+enum lb_verdict {
+	LB_PASS,    /* not a service (or opted out): leave the address alone */
+	LB_REWRITE, /* rewrite to the picked backend */
+	LB_REFUSE,  /* a service with no usable backend */
+};
+
+/* `ip4` (network order, as user_ip4 holds it) as a v4-mapped IPv6 address. */
+static __always_inline void v4_mapped(__u8 out[16], __u32 ip4)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &ip4, 4);
+}
+
+/* True when the current task's cgroup, or one of its ancestors, is in lb_exclude. */
+static __always_inline int lb_excluded(void)
+{
+	for (int level = 0; level < WEIR_LB_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		if (!id)
+			return 0; /* below the task's own cgroup */
+		if (bpf_map_lookup_elem(&lb_exclude, &id))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Chooses the backend for a connection or datagram to `key`; on LB_REWRITE `*out` holds it.
+ * The exclusion walk only runs for service destinations, so other traffic pays one lookup.
+ */
+static __always_inline int lb_pick(void *ctx, const struct weir_lb_svc_key *key,
+				   struct weir_lb_backend *out)
+{
+	struct weir_lb_svc *svc = bpf_map_lookup_elem(&lb_services, key);
+	struct weir_lb_affinity_key akey = {};
+	struct weir_lb_backend *be = 0;
+	__u32 backend_id = 0;
+	__u64 now = 0;
+	__u32 slots, svc_id, affinity;
+
+	if (!svc || (svc->flags & WEIR_LB_SVC_EXCLUDED))
+		return LB_PASS;
+	if (lb_excluded())
+		return LB_PASS;
+	slots = svc->slots;
+	if (slots == 0 || slots > WEIR_LB_MAX_SLOTS)
+		return LB_REFUSE;
+	svc_id = svc->id;
+	affinity = svc->flags & WEIR_LB_SVC_AFFINITY;
+
+	if (affinity) {
+		struct weir_lb_affinity *a;
+
+		now = bpf_ktime_get_ns();
+		akey.netns_cookie = bpf_get_netns_cookie(ctx);
+		akey.service = svc_id;
+		a = bpf_map_lookup_elem(&lb_affinity, &akey);
+		/* last_ns may be ahead of `now` if another CPU just wrote it: still fresh. */
+		if (a && (a->last_ns >= now ||
+			  now - a->last_ns <= (__u64)svc->affinity_timeout_s * NSEC_PER_SEC)) {
+			backend_id = a->backend;
+			be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+			/* A backend since removed, moved or drained gets no new connections. */
+			if (be && (be->service != svc_id || (be->flags & WEIR_LB_BACKEND_DRAINED)))
+				be = 0;
+		}
+	}
+	if (!be) {
+		struct weir_lb_slot_key skey = {
+			.service = svc_id,
+			.slot = bpf_get_prandom_u32() % slots,
+		};
+		__u32 *id = bpf_map_lookup_elem(&lb_slots, &skey);
+
+		if (!id)
+			return LB_REFUSE;
+		backend_id = *id;
+		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+		if (!be)
+			return LB_REFUSE;
+	}
+	if (affinity) {
+		struct weir_lb_affinity val = { .backend = backend_id, .last_ns = now };
+
+		bpf_map_update_elem(&lb_affinity, &akey, &val, BPF_ANY);
+	}
+	weir_count_array(&lb_stats, backend_id);
+	*out = *be;
+	return LB_REWRITE;
+}
+
+/* Remembers that this socket's `be` stands for the VIP `vip`, for recvmsg and getpeername. */
+static __always_inline void lb_remember(void *ctx, const struct weir_lb_backend *be,
+					const struct weir_lb_svc_key *vip)
+{
+	struct weir_lb_revnat_key k = {};
+	struct weir_lb_revnat v = {};
+
+	k.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(k.addr, be->addr, 16);
+	k.port = be->port;
+	__builtin_memcpy(v.addr, vip->addr, 16);
+	v.port = vip->port;
+	bpf_map_update_elem(&lb_revnat, &k, &v, BPF_ANY);
+}
+
+/* connect4 / sendmsg4: the destination is user_ip4 (IPv4 socket, or v4-mapped on IPv6 UDP). */
+static __always_inline int lb_forward4(struct bpf_sock_addr *ctx)
+{
+	struct weir_lb_svc_key key = {};
+	struct weir_lb_backend be;
+	__u32 ip4;
+	int verdict;
+
+	v4_mapped(key.addr, ctx->user_ip4);
+	key.port = (__u16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	verdict = lb_pick(ctx, &key, &be);
+	if (verdict == LB_PASS)
+		return SOCK_ADDR_ALLOW;
+	if (verdict == LB_REFUSE) {
+		bpf_set_retval(-WEIR_ECONNREFUSED);
+		return SOCK_ADDR_FAIL;
+	}
+	__builtin_memcpy(&ip4, be.addr + 12, 4);
+	ctx->user_ip4 = ip4;
+	ctx->user_port = be.port;
+	lb_remember(ctx, &be, &key);
+	return SOCK_ADDR_ALLOW;
+}
+
+/* connect6 / sendmsg6: IPv6 destinations, and v4-mapped ones balanced as IPv4. */
+static __always_inline int lb_forward6(struct bpf_sock_addr *ctx)
+{
+	struct weir_lb_svc_key key = {};
+	struct weir_lb_backend be;
+	__u32 w[4];
+	int verdict;
+
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	__builtin_memcpy(key.addr, w, 16);
+	key.port = (__u16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	verdict = lb_pick(ctx, &key, &be);
+	if (verdict == LB_PASS)
+		return SOCK_ADDR_ALLOW;
+	if (verdict == LB_REFUSE) {
+		bpf_set_retval(-WEIR_ECONNREFUSED);
+		return SOCK_ADDR_FAIL;
+	}
+	__builtin_memcpy(w, be.addr, 16);
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = be.port;
+	lb_remember(ctx, &be, &key);
+	return SOCK_ADDR_ALLOW;
+}
+
+/* recvmsg4 / getpeername4: a backend address this socket was sent to becomes its VIP again. */
+static __always_inline void lb_reverse4(struct bpf_sock_addr *ctx)
+{
+	struct weir_lb_revnat_key k = {};
+	struct weir_lb_revnat *v;
+	__u32 ip4;
+
+	k.cookie = bpf_get_socket_cookie(ctx);
+	v4_mapped(k.addr, ctx->user_ip4);
+	k.port = (__u16)ctx->user_port;
+	v = bpf_map_lookup_elem(&lb_revnat, &k);
+	if (!v)
+		return;
+	__builtin_memcpy(&ip4, v->addr + 12, 4);
+	ctx->user_ip4 = ip4;
+	ctx->user_port = v->port;
+}
+
+/* recvmsg6 / getpeername6 (v4-mapped peers included). */
+static __always_inline void lb_reverse6(struct bpf_sock_addr *ctx)
+{
+	struct weir_lb_revnat_key k = {};
+	struct weir_lb_revnat *v;
+	__u32 w[4];
+
+	k.cookie = bpf_get_socket_cookie(ctx);
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	__builtin_memcpy(k.addr, w, 16);
+	k.port = (__u16)ctx->user_port;
+	v = bpf_map_lookup_elem(&lb_revnat, &k);
+	if (!v)
+		return;
+	__builtin_memcpy(w, v->addr, 16);
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = v->port;
+}
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
-	(void)ctx;
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_CONNECT4);
-	return SOCK_ADDR_ALLOW;
+	return lb_forward4(ctx);
 }
 
 SEC("cgroup/connect6")
 int sock_connect6(struct bpf_sock_addr *ctx)
 {
-	(void)ctx;
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_CONNECT6);
+	return lb_forward6(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_SENDMSG4);
+	return lb_forward4(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_SENDMSG6);
+	return lb_forward6(ctx);
+}
+
+/* recvmsg and getpeername cannot fail the call: the verifier only accepts a return of 1. */
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG4);
+	lb_reverse4(ctx);
+	return SOCK_ADDR_ALLOW;
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG6);
+	lb_reverse6(ctx);
+	return SOCK_ADDR_ALLOW;
+}
+
+SEC("cgroup/getpeername4")
+int sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME4);
+	lb_reverse4(ctx);
+	return SOCK_ADDR_ALLOW;
+}
+
+SEC("cgroup/getpeername6")
+int sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME6);
+	lb_reverse6(ctx);
 	return SOCK_ADDR_ALLOW;
 }
 

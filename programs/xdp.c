@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
 /*
- * XDP prefilter for host interfaces: drops packets from denied source prefixes (IPv4 and IPv6
- * LPM tries), except to failsafe ports, and counts every verdict. See include/weir_prefilter.h.
+ * XDP prefilter for host interfaces: drops packets from denied source prefixes (an IPv4 multibit
+ * table, an IPv6 LPM trie), except to failsafe ports, and counts every verdict. See
+ * include/weir_prefilter.h.
  */
 #include "weir_bpf.h"
 #include "weir_maps.h"
 
 WEIR_DEFINE_MAP_PREFILTER_V4;
+WEIR_DEFINE_MAP_DENY_V4_ROOT;
+WEIR_DEFINE_MAP_DENY_V4_NODES;
 WEIR_DEFINE_MAP_PREFILTER_V6;
 WEIR_DEFINE_MAP_PREFILTER_STATS;
 WEIR_DEFINE_MAP_FAILSAFE_IN;

@@ -62,4 +62,31 @@ static void *(*const bpf_map_lookup_elem)(void *map, const void *key) = (void *)
 static long (*const bpf_map_update_elem)(void *map, const void *key, const void *value,
 					 __u64 flags) = (void *)2;
 
+/* 5: CLOCK_MONOTONIC in nanoseconds. */
+static __u64 (*const bpf_ktime_get_ns)(void) = (void *)5;
+
+/* 7: a pseudo-random 32-bit number (not for cryptography). */
+static __u32 (*const bpf_get_prandom_u32)(void) = (void *)7;
+
+/*
+ * 46: the socket's cookie, a 64-bit id unique to the socket for the life of the system.
+ * Program types pass their own context (cgroup sock_addr: struct bpf_sock_addr *).
+ */
+static __u64 (*const bpf_get_socket_cookie)(void *ctx) = (void *)46;
+
+/* 122: the cookie of the network namespace of the context's socket (sock_addr: its ctx). */
+static __u64 (*const bpf_get_netns_cookie)(void *ctx) = (void *)122;
+
+/*
+ * 123: the cgroup v2 id of the current task's ancestor at `level` (0: the root); 0 when the
+ * task's cgroup is less deep than `level`. The id is the cgroup directory's inode number.
+ */
+static __u64 (*const bpf_get_current_ancestor_cgroup_id)(int level) = (void *)123;
+
+/*
+ * 187: the value the hooked syscall returns when the program returns 0 (cgroup programs).
+ * Without it a refusing sock_addr program makes the call fail with EPERM.
+ */
+static int (*const bpf_set_retval)(int retval) = (void *)187;
+
 #endif /* WEIR_BPF_H */

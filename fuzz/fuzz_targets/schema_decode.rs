@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maps_schema::{Codec, Counter, IfKey};
+use maps_schema::{Codec, Counter, DenyEntry, DenyV4, DirChunk, IfKey, LpmV4Key, LpmV6Key};
 
 fn check<T: Codec>(data: &[u8]) {
     if let Ok(v) = T::decode(data) {
@@ -14,6 +14,11 @@ fn check<T: Codec>(data: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     check::<IfKey>(data);
     check::<Counter>(data);
+    check::<LpmV4Key>(data);
+    check::<LpmV6Key>(data);
+    check::<DenyEntry>(data);
+    check::<DenyV4>(data);
+    check::<DirChunk>(data);
     check::<u32>(data);
     let cpus = usize::from(data.first().copied().unwrap_or(1) % 8) + 1;
     let _ = maps_schema::decode_per_cpu::<Counter>(data, cpus);

@@ -221,7 +221,7 @@ fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
                     .or_else(|| cfg.pin_dir.as_ref().map(|(p, _)| p.clone()))
                     .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             );
-            let change = dp.apply(&cfg)?;
+            let change = dp.apply_report(&cfg)?;
             if change.is_noop() {
                 println!("nothing to do: the maps already match the config");
             } else {

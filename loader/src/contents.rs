@@ -41,6 +41,11 @@ impl Undo {
     }
 
     /// Puts every written entry back as it was, newest first. Errors are logged: undo goes on.
+    /// Records that `key` of `map` held `previous` (`None`: absent) before a write.
+    pub(crate) fn push(&mut self, map: &'static str, key: Vec<u8>, previous: Option<Vec<u8>>) {
+        self.ops.push(UndoOp { map, key, previous });
+    }
+
     pub fn rollback(self, maps: &MapSet) {
         for op in self.ops.into_iter().rev() {
             let Some(m) = maps.get(op.map) else { continue };
@@ -58,6 +63,50 @@ impl Undo {
 fn value_len(m: &OpenMap) -> Result<usize, Error> {
     bpf::value_len(m.def.map_type as u32, m.def.value.size)
         .map_err(|e| Error::io(format!("map '{}': value size", m.def.name), e))
+}
+
+/// Writes one entry (`BPF_ANY`), recording what it replaced for undo. For small maps written
+/// entry by entry in an order that matters (e.g. a table before the index that points into it).
+///
+/// # Errors
+/// Returns an error when the previous value cannot be read or the write fails.
+pub fn write_entry(m: &OpenMap, key: &[u8], value: &[u8], undo: &mut Undo) -> Result<(), Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    let mut previous = vec![0u8; value_len(m)?];
+    let existed = bpf::map_lookup(fd, key, &mut previous)
+        .map_err(|e| Error::bpf(format!("map '{name}': reading an entry"), e))?;
+    bpf::map_update(fd, key, value, 0)
+        .map_err(|e| Error::bpf(format!("map '{name}': writing an entry"), e))?;
+    undo.ops.push(UndoOp {
+        map: name,
+        key: key.to_vec(),
+        previous: existed.then_some(previous),
+    });
+    Ok(())
+}
+
+/// Deletes one entry if present, recording it for undo. Returns whether it was there.
+///
+/// # Errors
+/// Returns an error when the entry cannot be read or deleted.
+pub fn delete_entry(m: &OpenMap, key: &[u8], undo: &mut Undo) -> Result<bool, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    let mut previous = vec![0u8; value_len(m)?];
+    let existed = bpf::map_lookup(fd, key, &mut previous)
+        .map_err(|e| Error::bpf(format!("map '{name}': reading an entry"), e))?;
+    if !existed {
+        return Ok(false);
+    }
+    bpf::map_delete(fd, key)
+        .map_err(|e| Error::bpf(format!("map '{name}': deleting an entry"), e))?;
+    undo.ops.push(UndoOp {
+        map: name,
+        key: key.to_vec(),
+        previous: Some(previous),
+    });
+    Ok(true)
 }
 
 /// Every key of a map (by walking it).
@@ -309,4 +358,63 @@ pub fn sync_array(m: &OpenMap, values: &[Vec<u8>], undo: &mut Undo) -> Result<us
         }
     }
     Ok(written)
+}
+
+/// Every value of an array map, in index order, concatenated (`max_entries` × value length
+/// bytes), read in batches.
+///
+/// # Errors
+/// Returns an error when the map cannot be read.
+pub fn read_array(m: &OpenMap) -> Result<Vec<u8>, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    let vs = value_len(m)?;
+    let max = bpf::map_info(fd)
+        .map_err(|e| Error::bpf(format!("map '{name}'"), e))?
+        .max_entries as usize;
+    let mut out = vec![0u8; max * vs];
+    for (key, value) in entries(m)? {
+        let Some(index) = key.get(..4).and_then(|k| <[u8; 4]>::try_from(k).ok()) else {
+            continue;
+        };
+        let index = u32::from_ne_bytes(index) as usize;
+        if let Some(dst) = out.get_mut(index * vs..(index + 1) * vs) {
+            dst.copy_from_slice(&value);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes array slots in the order given, in batches: `writes` are `(index, new value)`, and
+/// `previous(index)` is what the slot held (for the undo log).
+///
+/// # Errors
+/// Returns an error when a slot cannot be written (earlier writes are in `undo`).
+pub fn write_array(
+    m: &OpenMap,
+    writes: &[(u32, Vec<u8>)],
+    previous: impl Fn(u32) -> Vec<u8>,
+    undo: &mut Undo,
+) -> Result<usize, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    for chunk in writes.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|(i, _)| i.to_ne_bytes()).collect();
+        let values: Vec<u8> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let batched = bpf::map_update_batch(fd, &keys, &values, chunk.len() as u32, 0);
+        if let Err(e) = &batched {
+            // Writing a slot twice is harmless, so redo the whole chunk one by one.
+            log::debug!("map '{name}': batched update failed ({e}); writing one by one");
+            for (index, value) in chunk {
+                bpf::map_update(fd, &index.to_ne_bytes(), value, 0)
+                    .map_err(|e| Error::bpf(format!("map '{name}': slot {index}"), e))?;
+                undo.push(name, index.to_ne_bytes().to_vec(), Some(previous(*index)));
+            }
+            continue;
+        }
+        for (index, _) in chunk {
+            undo.push(name, index.to_ne_bytes().to_vec(), Some(previous(*index)));
+        }
+    }
+    Ok(writes.len())
 }

@@ -18,6 +18,7 @@ use crate::config::{Config, XdpMode};
 use crate::contents::Undo;
 use crate::embedded;
 use crate::error::Error;
+use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
 use crate::object::{self, LoadedProgram, VerifiedObject};
 use crate::prefilter::{self, PrefilterChange};
@@ -59,6 +60,8 @@ pub struct LoadReport {
     pub maps_reused: Vec<String>,
     /// What changed in the prefilter's deny lists and failsafes.
     pub prefilter: PrefilterChange,
+    /// What changed in the load-balancing maps (services, backends, exclusions).
+    pub lb: LbChange,
 }
 
 impl LoadReport {
@@ -66,6 +69,7 @@ impl LoadReport {
     pub fn is_noop(&self) -> bool {
         self.maps_created.is_empty()
             && self.prefilter.is_noop()
+            && self.lb.is_noop()
             && self
                 .attachments
                 .iter()
@@ -93,10 +97,42 @@ impl fmt::Display for LoadReport {
         if !self.prefilter.is_noop() {
             writeln!(f, "{}", self.prefilter)?;
         }
+        if !self.lb.is_noop() {
+            writeln!(f, "{}", self.lb)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
         Ok(())
+    }
+}
+
+/// The result of `weir apply`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The prefilter's deny lists and failsafes.
+    pub prefilter: PrefilterChange,
+    /// The load-balancing maps.
+    pub lb: LbChange,
+}
+
+impl ApplyReport {
+    /// True when nothing was written.
+    pub fn is_noop(&self) -> bool {
+        self.prefilter.is_noop() && self.lb.is_noop()
+    }
+}
+
+impl fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines = Vec::new();
+        if !self.prefilter.is_noop() {
+            lines.push(self.prefilter.to_string());
+        }
+        if !self.lb.is_noop() {
+            lines.push(self.lb.to_string());
+        }
+        f.write_str(&lines.join("\n"))
     }
 }
 
@@ -185,17 +221,41 @@ impl Dataplane {
                 }
             }
         }
-        for c in &cfg.cgroups {
+        // Services without a cgroup statement balance the whole machine: the cgroup v2 root,
+        // named "/" (pinned as `connect4@%2F`: an empty pin target would not parse back).
+        let root = (cfg.cgroups.is_empty() && !cfg.services.is_empty()).then(|| {
+            log::warn!(
+                "services without a cgroup statement: every process on the machine is balanced \
+                 (cgroup v2 root)"
+            );
+            (
+                "/".to_owned(),
+                cfg.services.first().map_or(0, |s| s.span.line),
+                crate::config::AttachPolicy::Auto,
+            )
+        });
+        let cgroups = cfg
+            .cgroups
+            .iter()
+            .map(|c| {
+                (
+                    c.path.trim_start_matches('/').to_owned(),
+                    c.span.line,
+                    c.attach,
+                )
+            })
+            .chain(root);
+        for (path, line, policy) in cgroups {
             for (program, hook) in embedded::PROGS_SOCK {
                 out.push((
-                    c.span.line,
+                    line,
                     Desired {
                         point: AttachPoint::Cgroup {
-                            cgroup: c.path.trim_start_matches('/').to_owned(),
+                            cgroup: path.clone(),
                             hook: *hook,
                         },
                         program: (*program).into(),
-                        policy: c.attach,
+                        policy,
                     },
                 ));
             }
@@ -291,6 +351,13 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        report.lb = match lb::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
         if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
             log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
@@ -355,11 +422,21 @@ impl Dataplane {
         Ok(seen.into_values().collect())
     }
 
-    /// Updates map contents from `cfg` without attaching or detaching anything.
+    /// Updates map contents from `cfg` without attaching or detaching anything; returns what
+    /// changed in the prefilter (see [`Dataplane::apply_report`] for everything).
     ///
     /// # Errors
     /// Returns an error when weir is not loaded at this pin dir, or a map write fails.
     pub fn apply(&self, cfg: &Config) -> Result<PrefilterChange, Error> {
+        self.apply_report(cfg).map(|r| r.prefilter)
+    }
+
+    /// Updates map contents from `cfg` (prefilter and load balancing) without attaching or
+    /// detaching anything. A failure puts back every entry this call wrote.
+    ///
+    /// # Errors
+    /// Returns an error when weir is not loaded at this pin dir, or a map write fails.
+    pub fn apply_report(&self, cfg: &Config) -> Result<ApplyReport, Error> {
         if !self.pin_dir.join(MAPS_DIR).is_dir() {
             return Err(Error::Environment(format!(
                 "weir is not loaded at {} (run `weir load` first)",
@@ -375,14 +452,24 @@ impl Dataplane {
                 self.pin_dir.display()
             )));
         }
-        let mut writes = Undo::default();
-        match prefilter::apply(&maps, cfg, &mut writes) {
-            Ok(change) => Ok(change),
-            Err(e) => {
-                writes.rollback(&maps);
-                Err(e)
-            }
+        if !cfg.services.is_empty() && maps.get(lb::MAP_SERVICES).is_none() {
+            return Err(Error::Environment(format!(
+                "the config has services but the connect-time programs are not loaded at {} \
+                 (no cgroup attachment): run `weir load` first",
+                self.pin_dir.display()
+            )));
         }
+        let mut writes = Undo::default();
+        let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
+            Ok(ApplyReport {
+                prefilter,
+                lb: lb::apply(&maps, cfg, &mut writes)?,
+            })
+        });
+        if result.is_err() {
+            writes.rollback(&maps);
+        }
+        result
     }
 
     /// Removes every attachment and pin weir made at this pin dir. Attachments of others stay.

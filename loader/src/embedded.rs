@@ -25,8 +25,21 @@ pub const PROG_XDP: &str = "xdp_prefilter";
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 /// The program attached at TC egress.
 pub const PROG_TC_EGRESS: &str = "tc_egress";
-/// The programs attached to the connect-time cgroup, with their hooks.
+/// The programs attached to the connect-time cgroup, with their hooks: connect-time load
+/// balancing (connect, unconnected UDP sendmsg) and its reverse translation (recvmsg, getpeername).
 pub const PROGS_SOCK: &[(&str, crate::object::SockAddrHook)] = &[
     ("sock_connect4", crate::object::SockAddrHook::Connect4),
     ("sock_connect6", crate::object::SockAddrHook::Connect6),
+    ("sock_sendmsg4", crate::object::SockAddrHook::SendMsg4),
+    ("sock_sendmsg6", crate::object::SockAddrHook::SendMsg6),
+    ("sock_recvmsg4", crate::object::SockAddrHook::RecvMsg4),
+    ("sock_recvmsg6", crate::object::SockAddrHook::RecvMsg6),
+    (
+        "sock_getpeername4",
+        crate::object::SockAddrHook::GetPeerName4,
+    ),
+    (
+        "sock_getpeername6",
+        crate::object::SockAddrHook::GetPeerName6,
+    ),
 ];

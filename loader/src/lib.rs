@@ -28,6 +28,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod embedded;
 pub mod error;
+pub mod lb;
 pub mod maps;
 pub mod object;
 pub mod prefilter;

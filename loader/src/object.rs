@@ -666,7 +666,8 @@ mod tests {
             sock.programs[0].kind,
             ProgKind::SockAddr(SockAddrHook::Connect4)
         );
-        assert_eq!(sock.maps[0].name, "sock_counters");
+        assert!(sock.maps.iter().any(|m| m.name == "sock_counters"));
+        assert!(sock.maps.iter().any(|m| m.name == "lb_services"));
     }
 
     #[test]

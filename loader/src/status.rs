@@ -78,6 +78,8 @@ pub struct Status {
     pub prefilter: Vec<(String, Counter)>,
     /// Deny-list entries with their hit counts, most hits first.
     pub deny_hits: Vec<(String, u64)>,
+    /// Load-balanced services with their backends and per-backend counts, by service id.
+    pub services: Vec<crate::lb::ServiceStatus>,
 }
 
 fn hook_name(hook: u32) -> String {
@@ -93,6 +95,12 @@ fn sock_hook_name(index: u32) -> String {
     match index {
         maps_schema::sock_hook::CONNECT4 => "connect4".into(),
         maps_schema::sock_hook::CONNECT6 => "connect6".into(),
+        maps_schema::sock_hook::SENDMSG4 => "sendmsg4".into(),
+        maps_schema::sock_hook::SENDMSG6 => "sendmsg6".into(),
+        maps_schema::sock_hook::RECVMSG4 => "recvmsg4".into(),
+        maps_schema::sock_hook::RECVMSG6 => "recvmsg6".into(),
+        maps_schema::sock_hook::GETPEERNAME4 => "getpeername4".into(),
+        maps_schema::sock_hook::GETPEERNAME6 => "getpeername6".into(),
         other => format!("sock hook {other}"),
     }
 }
@@ -252,7 +260,24 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                     st.prefilter.push((name, c));
                 }
             }
-            "prefilter_v4" | "prefilter_v6" => {
+            "prefilter_v4" => {
+                let def = maps_schema::find(name)
+                    .ok_or_else(|| Error::map(name, "not in maps-schema"))?;
+                let m = crate::maps::OpenMap {
+                    def,
+                    fd,
+                    reused: true,
+                    pin: None,
+                };
+                let list = crate::prefilter::v4_entries(&m)?;
+                if let Some(last) = st.maps.last_mut() {
+                    last.entries = list.len() as u32;
+                }
+                for (cidr, hits) in list {
+                    st.deny_hits.push((cidr.to_string(), hits));
+                }
+            }
+            "prefilter_v6" => {
                 let def = maps_schema::find(name)
                     .ok_or_else(|| Error::map(name, "not in maps-schema"))?;
                 for (key, value) in crate::contents::entries_of(fd.as_fd(), def)? {
@@ -268,6 +293,7 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
             _ => {}
         }
     }
+    st.services = crate::lb::read_status(pin_dir)?;
     st.deny_hits
         .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     st.if_counters
@@ -336,6 +362,25 @@ impl fmt::Display for Status {
             }
             if hit.len() > 20 {
                 writeln!(f, "    ... {} more", hit.len() - 20)?;
+            }
+        }
+        if !self.services.is_empty() {
+            writeln!(f, "services:")?;
+            for s in &self.services {
+                writeln!(f, "  {s}")?;
+                for b in &s.backends {
+                    writeln!(
+                        f,
+                        "    {:<45} {}{} rewritten to it",
+                        b.addr.to_string(),
+                        if b.drained {
+                            "drained, ".to_owned()
+                        } else {
+                            format!("{} slot{}, ", b.slots, if b.slots == 1 { "" } else { "s" })
+                        },
+                        b.rewritten
+                    )?;
+                }
             }
         }
         if !self.sock_counters.is_empty() {

@@ -22,7 +22,9 @@ use crate::embedded::OBJECTS;
 use crate::error::Error;
 use crate::maps::{pin_name, MapSet, OpenMap, MAPS_DIR};
 use crate::object::{parse_and_verify, EmbeddedObject, MapProvider};
-use crate::prefilter::{self, PrefilterChange, MAP_FAILSAFE, MAP_V4, MAP_V6};
+use crate::prefilter::{
+    self, PrefilterChange, MAP_FAILSAFE, MAP_V4, MAP_V4_NODES, MAP_V4_ROOT, MAP_V6,
+};
 use crate::sys::bpf::consts::{BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_NOEXIST};
 use crate::sys::bpf::{self, MapInfo, ProgInfo};
 use crate::sys::fake::{
@@ -837,8 +839,20 @@ const WRITE_CMDS: [u32; 4] = [
     BPF_MAP_DELETE_BATCH,
 ];
 
+/// An LPM trie shaped like an IPv4 deny list: the subject of the generic set tests.
+static LPM_V4: MapDef = MapDef {
+    name: "test_lpm_v4",
+    map_type: maps_schema::MapType::LpmTrie,
+    key: <maps_schema::LpmV4Key as maps_schema::Codec>::LAYOUT,
+    value: <maps_schema::DenyEntry as maps_schema::Codec>::LAYOUT,
+    max_entries: 262_144,
+    flags: maps_schema::map_flags::NO_PREALLOC,
+    layout_version: 1,
+    doc: "test",
+};
+
 fn prefilter_v4() -> &'static MapDef {
-    maps_schema::find(MAP_V4).unwrap()
+    &LPM_V4
 }
 
 fn failsafe_in() -> &'static MapDef {
@@ -935,7 +949,7 @@ fn sync_set_on_a_fresh_map_only_adds_in_batches_of_8192() {
         assert_eq!(s.u64_at(BATCH_ELEM_FLAGS), BPF_NOEXIST);
     }
     let want: BTreeMap<_, _> = desired.iter().map(|k| (k.clone(), hits(1))).collect();
-    assert_eq!(sim.data(MAP_V4), want);
+    assert_eq!(sim.data(LPM_V4.name), want);
     assert_eq!(undo.len(), 20_000);
 
     let from = sim.mark();
@@ -947,7 +961,7 @@ fn sync_set_on_a_fresh_map_only_adds_in_batches_of_8192() {
     let w = &sim.writes()[before..];
     assert_eq!(w.len(), 20_000, "one delete per added key");
     assert_eq!(keys_written(w, BPF_MAP_DELETE_ELEM), desired);
-    assert!(sim.data(MAP_V4).is_empty());
+    assert!(sim.data(LPM_V4.name).is_empty());
 }
 
 #[test]
@@ -1005,7 +1019,7 @@ fn sync_set_on_a_reused_map_changes_only_the_difference_and_rolls_back_exactly()
         let mut want: BTreeMap<_, _> = old[..6].iter().cloned().collect();
         want.extend(added.iter().map(|k| (k.clone(), hits(0))));
         assert_eq!(
-            sim.data(MAP_V4),
+            sim.data(LPM_V4.name),
             want,
             "kept entries keep their hit counters"
         );
@@ -1016,7 +1030,7 @@ fn sync_set_on_a_reused_map_changes_only_the_difference_and_rolls_back_exactly()
         assert_eq!(keys_written(w, BPF_MAP_DELETE_ELEM), added);
         assert_eq!(keys_written(w, BPF_MAP_UPDATE_ELEM), dropped);
         assert_eq!(
-            sim.data(MAP_V4),
+            sim.data(LPM_V4.name),
             old.iter().cloned().collect(),
             "deleted keys come back with their previous values"
         );
@@ -1046,11 +1060,11 @@ fn without_batched_lookup_the_keys_are_walked() {
         let change = contents::sync_set(m, &desired, &hits(0), &mut undo).unwrap();
         assert_eq!((change.added, change.removed, change.total), (1, 4, 2));
         assert_eq!(
-            sim.data(MAP_V4),
+            sim.data(LPM_V4.name),
             [(v4key(0), hits(0)), (v4key(9), hits(0))].into()
         );
         undo.rollback(&set);
-        assert_eq!(sim.data(MAP_V4), old.iter().cloned().collect());
+        assert_eq!(sim.data(LPM_V4.name), old.iter().cloned().collect());
     }
 
     // Any other error is the caller's, not a reason to walk.
@@ -1063,7 +1077,7 @@ fn without_batched_lookup_the_keys_are_walked() {
     let Error::Bpf { subject, source } = &e else {
         panic!("want Error::Bpf, got {e:?}");
     };
-    assert_eq!(subject, "map 'prefilter_v4'");
+    assert_eq!(subject, "map 'test_lpm_v4'");
     assert_eq!(source.errno(), Some(libc::EPERM));
     assert!(sim.fake.calls_of(BPF_MAP_GET_NEXT_KEY).is_empty());
 }
@@ -1100,11 +1114,11 @@ fn a_batched_add_failing_part_way_is_finished_one_by_one_and_undone_exactly() {
     assert!(elems.iter().all(|s| s.u64_at(ELEM_FLAGS) == BPF_NOEXIST));
     let mut want: BTreeMap<_, _> = desired.iter().map(|k| (k.clone(), hits(0))).collect();
     want.insert(v4key(0), hits(11));
-    assert_eq!(sim.data(MAP_V4), want);
+    assert_eq!(sim.data(LPM_V4.name), want);
     assert_eq!(undo.len(), 11);
 
     undo.rollback(&set);
-    assert_eq!(sim.data(MAP_V4), old.into_iter().collect());
+    assert_eq!(sim.data(LPM_V4.name), old.into_iter().collect());
 }
 
 #[test]
@@ -1126,14 +1140,14 @@ fn a_failed_add_leaves_an_exact_undo_log() {
     let Error::Bpf { subject, source } = &e else {
         panic!("want Error::Bpf, got {e:?}");
     };
-    assert_eq!(subject, "map 'prefilter_v4': adding an entry");
+    assert_eq!(subject, "map 'test_lpm_v4': adding an entry");
     assert_eq!(source.errno(), Some(libc::ENOMEM));
     // Two deletions and the five adds before the refused one.
     assert_eq!(undo.len(), 2 + 5);
     let partial: BTreeMap<_, _> = (100..105).map(|i| (v4key(i), hits(0))).collect();
-    assert_eq!(sim.data(MAP_V4), partial);
+    assert_eq!(sim.data(LPM_V4.name), partial);
     undo.rollback(&set);
-    assert_eq!(sim.data(MAP_V4), old.into_iter().collect());
+    assert_eq!(sim.data(LPM_V4.name), old.into_iter().collect());
 }
 
 #[test]
@@ -1160,10 +1174,10 @@ fn a_batched_delete_failing_part_way_is_finished_one_by_one() {
         rets,
         [Err(libc::ENOENT), Err(libc::ENOENT), Ok(0), Ok(0), Ok(0)]
     );
-    assert_eq!(sim.data(MAP_V4), [(v4key(5), hits(6))].into());
+    assert_eq!(sim.data(LPM_V4.name), [(v4key(5), hits(6))].into());
     assert_eq!(undo.len(), 5);
     undo.rollback(&set);
-    assert_eq!(sim.data(MAP_V4), old.into_iter().collect());
+    assert_eq!(sim.data(LPM_V4.name), old.into_iter().collect());
 }
 
 #[test]
@@ -1186,7 +1200,7 @@ fn a_set_larger_than_the_map_is_refused_before_any_write() {
         let Error::Map { map, problem } = &e else {
             panic!("want Error::Map, got {e:?}");
         };
-        assert_eq!(map, MAP_V4);
+        assert_eq!(map, LPM_V4.name);
         assert!(
             problem.contains("5 entries do not fit its capacity of 4"),
             "{problem}"
@@ -1203,7 +1217,7 @@ fn a_set_larger_than_the_map_is_refused_before_any_write() {
         } else {
             BTreeMap::new()
         };
-        assert_eq!(sim.data(MAP_V4), want);
+        assert_eq!(sim.data(LPM_V4.name), want);
     }
 }
 
@@ -1276,13 +1290,7 @@ fn sync_array_on_a_reused_map_writes_only_differing_slots() {
     assert_eq!(sim.data(MAP_FAILSAFE), old);
 }
 
-/// The v4 LPM key of `a.b.c.d/len`, built by hand (not with `prefilter::lpm_key`).
-fn lpm4(len: u32, a: [u8; 4]) -> Vec<u8> {
-    let mut k = len.to_ne_bytes().to_vec();
-    k.extend_from_slice(&a);
-    k
-}
-
+/// The v6 LPM key of `addr/len`, built by hand (not with `prefilter::lpm_key`).
 fn lpm6(len: u32, a: [u8; 16]) -> Vec<u8> {
     let mut k = len.to_ne_bytes().to_vec();
     k.extend_from_slice(&a);
@@ -1295,20 +1303,59 @@ fn config(text: &str) -> Config {
 
 const DB8: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
-#[test]
-fn prefilter_apply_fills_the_tries_and_the_failsafe_bitmap() {
-    let sim = Sim::new();
+/// The IPv4 deny entry row `a.b.c.d/len` with `hits`.
+fn row4(a: [u8; 4], len: u8, hits: u64) -> Vec<u8> {
+    maps_schema::Codec::encode(&maps_schema::DenyV4 {
+        hits,
+        addr: a,
+        prefixlen: len,
+        in_use: 1,
+        pad: [0; 2],
+    })
+}
+
+/// The non-zero slots of an array map in the fake kernel, by index.
+fn nonzero(sim: &Sim, name: &str) -> BTreeMap<u32, Vec<u8>> {
+    sim.data(name)
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|b| *b != 0))
+        .map(|(k, v)| (u32::from_ne_bytes(k[..4].try_into().unwrap()), v))
+        .collect()
+}
+
+/// A map set with the prefilter maps, the IPv4 deny list sized small.
+fn prefilter_maps(sim: &Sim, v6_capacity: Option<u32>) -> MapSet {
     let mut set = sim.map_set();
-    for name in [MAP_V4, MAP_V6, MAP_FAILSAFE] {
+    set.set_capacity(MAP_V4, 16);
+    set.set_capacity(MAP_V4_NODES, 16);
+    if let Some(n) = v6_capacity {
+        set.set_capacity(MAP_V6, n);
+    }
+    for name in [MAP_V4, MAP_V4_ROOT, MAP_V4_NODES, MAP_V6, MAP_FAILSAFE] {
         open(&mut set, maps_schema::find(name).unwrap());
     }
+    set
+}
+
+#[test]
+fn prefilter_apply_fills_the_deny_lists_and_the_failsafe_bitmap() {
+    let sim = Sim::new();
+    let set = prefilter_maps(&sim, None);
     let cfg = config("prefilter deny 10.0.0.0/8 2001:db8::/32\nfailsafe in tcp/22\n");
     let mut undo = Undo::default();
     let change = prefilter::apply(&set, &cfg, &mut undo).unwrap();
     let zero = hits(0);
+    // Entry 0 is 10/8; its leaf (id + 1) fills the 256 root slots of 10.0/16 to 10.255/16.
     assert_eq!(
-        sim.data(MAP_V4),
-        [(lpm4(8, [10, 0, 0, 0]), zero.clone())].into()
+        nonzero(&sim, MAP_V4),
+        [(0, row4([10, 0, 0, 0], 8, 0))].into()
+    );
+    let root = nonzero(&sim, MAP_V4_ROOT);
+    assert_eq!(root.len(), 256);
+    assert!((0x0a00..=0x0aff).all(|i| root[&i] == 1u32.to_ne_bytes()));
+    assert!(
+        nonzero(&sim, MAP_V4_NODES).is_empty(),
+        "no prefix longer than /16"
     );
     assert_eq!(sim.data(MAP_V6), [(lpm6(32, DB8), zero.clone())].into());
     let fs = sim.data(MAP_FAILSAFE);
@@ -1330,7 +1377,7 @@ fn prefilter_apply_fills_the_tries_and_the_failsafe_bitmap() {
             failsafe_words: 1
         }
     );
-    assert_eq!(undo.len(), 3);
+    assert_eq!(undo.len(), 1 + 256 + 1 + 1);
 
     // `weir apply` later: the pins are reused; 10/8 has counted hits, which survive.
     drop(set);
@@ -1338,20 +1385,46 @@ fn prefilter_apply_fills_the_tries_and_the_failsafe_bitmap() {
         let st = sim.st.borrow();
         Rc::clone(&st.maps.iter().find(|m| m.info.name == MAP_V4).unwrap().data)
     };
-    v4.borrow_mut().insert(lpm4(8, [10, 0, 0, 0]), hits(42));
-    let set = MapSet::open_pinned(&sim.dir.0, |_| {}).unwrap();
+    v4.borrow_mut().insert(slot(0), row4([10, 0, 0, 0], 8, 42));
+    let set = MapSet::open_pinned(&sim.dir.0, |set| {
+        set.set_capacity(MAP_V4, 16);
+        set.set_capacity(MAP_V4_NODES, 16);
+    })
+    .unwrap();
     assert!(set.get(MAP_V4).unwrap().reused);
-    let cfg = config("prefilter deny 10.0.0.0/8 192.168.0.0/16\nfailsafe in tcp/22 udp/53\n");
+    let cfg = config("prefilter deny 10.0.0.0/8 192.168.1.0/24\nfailsafe in tcp/22 udp/53\n");
     let before = sim.writes().len();
     let mut undo = Undo::default();
     let change = prefilter::apply(&set, &cfg, &mut undo).unwrap();
     assert_eq!(
-        sim.data(MAP_V4),
+        nonzero(&sim, MAP_V4),
         [
-            (lpm4(8, [10, 0, 0, 0]), hits(42)),
-            (lpm4(16, [192, 168, 0, 0]), zero.clone())
+            (0, row4([10, 0, 0, 0], 8, 42)),
+            (1, row4([192, 168, 1, 0], 24, 0))
         ]
         .into()
+    );
+    // 192.168/16 → chunk 1 (192.168.0/20) → chunk 2 (/24 slots), whose slot 1 is entry 1.
+    let chunk = |slots: &[(usize, u32)]| {
+        let mut c = [0u32; 16];
+        for &(i, v) in slots {
+            c[i] = v;
+        }
+        maps_schema::Codec::encode(&maps_schema::DirChunk { slot: c })
+    };
+    let node = maps_schema::deny_dir::NODE;
+    let nodes = nonzero(&sim, MAP_V4_NODES);
+    assert_eq!(nodes.len(), 2);
+    let (outer, inner) = if nodes[&1] == chunk(&[(1, 2)]) {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    assert_eq!(nodes[&inner], chunk(&[(1, 2)]));
+    assert_eq!(nodes[&outer], chunk(&[(0, node | inner)]));
+    assert_eq!(
+        nonzero(&sim, MAP_V4_ROOT)[&0xc0a8],
+        (node | outer).to_ne_bytes()
     );
     assert!(sim.data(MAP_V6).is_empty());
     assert_eq!(
@@ -1367,26 +1440,46 @@ fn prefilter_apply_fills_the_tries_and_the_failsafe_bitmap() {
         .collect();
     assert_eq!(
         touched,
-        [lpm4(16, [192, 168, 0, 0]), lpm6(32, DB8), slot(1024)].into(),
-        "only the difference is written"
+        [slot(1), slot(2), slot(0xc0a8), lpm6(32, DB8), slot(1024)].into(),
+        "only the difference is written: the new row, two chunks, one root slot, v6, failsafe"
     );
     undo.rollback(&set);
     assert_eq!(
-        sim.data(MAP_V4),
-        [(lpm4(8, [10, 0, 0, 0]), hits(42))].into()
+        nonzero(&sim, MAP_V4),
+        [(0, row4([10, 0, 0, 0], 8, 42))].into()
     );
+    assert!(!nonzero(&sim, MAP_V4_ROOT).contains_key(&0xc0a8));
     assert_eq!(sim.data(MAP_V6), [(lpm6(32, DB8), zero)].into());
     assert_eq!(sim.data(MAP_FAILSAFE)[&slot(1024)], [0; 8]);
 }
 
 #[test]
+fn a_v4_list_without_room_in_the_table_writes_nothing() {
+    let sim = Sim::new();
+    let set = prefilter_maps(&sim, None);
+    // Four /32s in different /16s need 16 chunks; the table has 15 (chunk 0 is never used).
+    let cfg = config("prefilter deny 10.1.1.1 10.2.1.1 10.3.1.1 10.4.1.1\n");
+    let mut undo = Undo::default();
+    let from = sim.mark();
+    let e = prefilter::apply(&set, &cfg, &mut undo).unwrap_err();
+    let Error::Map { map, problem } = &e else {
+        panic!("want Error::Map, got {e:?}");
+    };
+    assert_eq!(map, MAP_V4_NODES);
+    assert!(
+        problem.contains("needs 16 table chunks, 16 of them new, and only 15 are free"),
+        "{problem}"
+    );
+    assert!(problem.contains("v4-chunks="), "{problem}");
+    let calls = sim.calls_since(from);
+    assert!(calls.iter().all(|s| !WRITE_CMDS.contains(&s.cmd)));
+    assert!(undo.is_empty());
+}
+
+#[test]
 fn a_v6_overflow_writes_no_prefilter_map_at_all() {
     let sim = Sim::new();
-    let mut set = sim.map_set();
-    set.set_capacity(MAP_V6, 1);
-    for name in [MAP_V4, MAP_V6, MAP_FAILSAFE] {
-        open(&mut set, maps_schema::find(name).unwrap());
-    }
+    let set = prefilter_maps(&sim, Some(1));
     let cfg = config("prefilter deny 10.0.0.0/8 2001:db8::/32 2001:db9::/32\nfailsafe in tcp/22\n");
     let mut undo = Undo::default();
     let from = sim.mark();
@@ -1396,7 +1489,7 @@ fn a_v6_overflow_writes_no_prefilter_map_at_all() {
     };
     assert_eq!(map, MAP_V6);
     assert!(
-        problem.contains("denies 2 networks, more than the capacity of 1"),
+        problem.contains("denies 2 IPv6 networks, more than the capacity of 1"),
         "{problem}"
     );
     let calls = sim.calls_since(from);
@@ -1407,5 +1500,5 @@ fn a_v6_overflow_writes_no_prefilter_map_at_all() {
     );
     assert!(sim.writes().is_empty());
     assert!(undo.is_empty());
-    assert!(sim.data(MAP_V4).is_empty());
+    assert!(nonzero(&sim, MAP_V4).is_empty());
 }

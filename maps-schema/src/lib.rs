@@ -208,6 +208,36 @@ pub mod sock_hook {
     pub const CONNECT4: u32 = 0;
     /// cgroup `connect6`.
     pub const CONNECT6: u32 = 1;
+    /// cgroup `sendmsg4` (unconnected UDP over IPv4, or v4-mapped on an IPv6 socket).
+    pub const SENDMSG4: u32 = 2;
+    /// cgroup `sendmsg6`.
+    pub const SENDMSG6: u32 = 3;
+    /// cgroup `recvmsg4`.
+    pub const RECVMSG4: u32 = 4;
+    /// cgroup `recvmsg6`.
+    pub const RECVMSG6: u32 = 5;
+    /// cgroup `getpeername4`.
+    pub const GETPEERNAME4: u32 = 6;
+    /// cgroup `getpeername6`.
+    pub const GETPEERNAME6: u32 = 7;
+}
+
+/// Connect-time load balancing: flags and limits shared by the loader and `sock_addr.c`.
+pub mod lb {
+    /// [`LbService::flags`](crate::LbService): session affinity per client network namespace.
+    pub const SVC_AFFINITY: u32 = 1 << 0;
+    /// [`LbService::flags`](crate::LbService): the service is never rewritten (opt-out).
+    pub const SVC_EXCLUDED: u32 = 1 << 1;
+    /// [`LbBackend::flags`](crate::LbBackend): weight 0, gets no new connections (affinity to it
+    /// is not honoured either); it stays in `lb_backends` so its counters remain visible.
+    pub const BACKEND_DRAINED: u16 = 1 << 0;
+    /// The most slots one service's weighted table may have; weights are scaled down to fit.
+    pub const MAX_SLOTS: u32 = 1024;
+    /// Cgroup levels (root = 0) the exclusion check walks: a cgroup deeper than this is only
+    /// excluded through one of its first `MAX_CGROUP_DEPTH` ancestors.
+    pub const MAX_CGROUP_DEPTH: u32 = 16;
+    /// Backend ids are `1..MAX_BACKENDS` (0 is never used), also the size of `lb_stats`.
+    pub const MAX_BACKENDS: u32 = 65_536;
 }
 
 /// Prefilter verdict reasons: the key (array index) of `prefilter_stats`.
@@ -269,6 +299,33 @@ pub mod failsafe {
     }
 }
 
+/// The IPv4 deny table (`deny_v4_root` + `deny_v4_nodes`): a multibit trie with a
+/// 16-bit first stride and four 4-bit strides, so a lookup costs at most five array reads
+/// whatever the number of entries (an LPM trie's cost grows with its depth).
+///
+/// A slot is a `u32`: [`EMPTY`](deny_dir::EMPTY) (no entry covers these addresses), a leaf
+/// `id + 1` (the longest deny entry covering all of them is `prefilter_v4[id]`), or
+/// [`NODE`](deny_dir::NODE)` | chunk` (look at chunk `chunk` of `deny_v4_nodes`, slot =
+/// the next 4 address bits). Root slot = the top 16 bits.
+pub mod deny_dir {
+    /// A slot no entry covers.
+    pub const EMPTY: u32 = 0;
+    /// Flag of a slot that points to a chunk (the chunk number is in the other bits).
+    pub const NODE: u32 = 1 << 31;
+    /// Address bits the root indexes.
+    pub const ROOT_BITS: u32 = 16;
+    /// Slots in the root (`deny_v4_root` entries).
+    pub const ROOT_SLOTS: u32 = 1 << ROOT_BITS;
+    /// Address bits each chunk level indexes.
+    pub const CHUNK_BITS: u32 = 4;
+    /// Slots per chunk.
+    pub const CHUNK_SLOTS: u32 = 1 << CHUNK_BITS;
+    /// Chunk levels below the root (16 + 4 * 4 = 32 bits).
+    pub const LEVELS: u32 = 4;
+    /// The largest entry id a leaf can name.
+    pub const MAX_ID: u32 = NODE - 2;
+}
+
 /// A named integer constant shared by Rust and C (emitted as `#define`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Constant {
@@ -289,6 +346,27 @@ pub struct ConstGroup {
 
 /// Every constant the C header defines.
 pub const CONSTANTS: &[ConstGroup] = &[
+    ConstGroup {
+        doc: "IPv4 deny table slots (deny_v4_root, deny_v4_nodes): 0 empty, NODE|chunk, or entry id + 1.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_DIR_NODE",
+                value: deny_dir::NODE,
+            },
+            Constant {
+                c_name: "WEIR_DIR_ROOT_BITS",
+                value: deny_dir::ROOT_BITS,
+            },
+            Constant {
+                c_name: "WEIR_DIR_CHUNK_BITS",
+                value: deny_dir::CHUNK_BITS,
+            },
+            Constant {
+                c_name: "WEIR_DIR_LEVELS",
+                value: deny_dir::LEVELS,
+            },
+        ],
+    },
     ConstGroup {
         doc: "Hook ids: the hook field of struct weir_if_key (if_counters).",
         consts: &[
@@ -316,6 +394,55 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_SOCK_HOOK_CONNECT6",
                 value: sock_hook::CONNECT6,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_SENDMSG4",
+                value: sock_hook::SENDMSG4,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_SENDMSG6",
+                value: sock_hook::SENDMSG6,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_RECVMSG4",
+                value: sock_hook::RECVMSG4,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_RECVMSG6",
+                value: sock_hook::RECVMSG6,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_GETPEERNAME4",
+                value: sock_hook::GETPEERNAME4,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_GETPEERNAME6",
+                value: sock_hook::GETPEERNAME6,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "Connect-time load balancing: service and backend flags, limits.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_LB_SVC_AFFINITY",
+                value: lb::SVC_AFFINITY,
+            },
+            Constant {
+                c_name: "WEIR_LB_SVC_EXCLUDED",
+                value: lb::SVC_EXCLUDED,
+            },
+            Constant {
+                c_name: "WEIR_LB_BACKEND_DRAINED",
+                value: lb::BACKEND_DRAINED as u32,
+            },
+            Constant {
+                c_name: "WEIR_LB_MAX_SLOTS",
+                value: lb::MAX_SLOTS,
+            },
+            Constant {
+                c_name: "WEIR_LB_MAX_CGROUP_DEPTH",
+                value: lb::MAX_CGROUP_DEPTH,
             },
         ],
     },
@@ -389,15 +516,108 @@ pub const MAPS: &[MapDef] = &[
         layout_version: 1,
         doc: "Calls per socket hook (index: WEIR_SOCK_HOOK_*), per CPU; bytes stays 0.",
     },
+    // Connect-time load balancing. Every address is 16 bytes: IPv6 as is, IPv4 v4-mapped
+    // (::ffff:a.b.c.d), so one layout serves both families and v4-mapped destinations on IPv6
+    // sockets. The maps user space alone writes are NO_PREALLOC (they are mostly empty).
     MapDef {
-        name: "prefilter_v4",
-        map_type: MapType::LpmTrie,
-        key: LpmV4Key::LAYOUT,
-        value: DenyEntry::LAYOUT,
+        name: "lb_services",
+        map_type: MapType::Hash,
+        key: LbServiceKey::LAYOUT,
+        value: LbService::LAYOUT,
+        max_entries: 65_536,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Load-balanced services: (VIP, port, protocol) -> id, slot count (0: refuse), flags, affinity timeout.",
+    },
+    MapDef {
+        name: "lb_slots",
+        map_type: MapType::Hash,
+        key: LbSlotKey::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
         max_entries: 262_144,
         flags: map_flags::NO_PREALLOC,
         layout_version: 1,
-        doc: "XDP prefilter IPv4 deny list: source prefixes whose packets are dropped, with hits.",
+        doc: "Weighted backend tables: (service id, slot 0..slots-1) -> backend id; a random slot is a weighted pick.",
+    },
+    MapDef {
+        name: "lb_backends",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: LbBackend::LAYOUT,
+        max_entries: lb::MAX_BACKENDS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Backends by id (one per service and backend address): address, port, owning service, drained flag.",
+    },
+    MapDef {
+        name: "lb_revnat",
+        map_type: MapType::LruHash,
+        key: LbRevNatKey::LAYOUT,
+        value: LbRevNat::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 1,
+        doc: "Reverse translation by socket cookie and backend address: the VIP recvmsg and getpeername report.",
+    },
+    MapDef {
+        name: "lb_affinity",
+        map_type: MapType::LruHash,
+        key: LbAffinityKey::LAYOUT,
+        value: LbAffinity::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 1,
+        doc: "Session affinity: (client netns cookie, service id) -> backend id and when it was last used.",
+    },
+    MapDef {
+        name: "lb_exclude",
+        map_type: MapType::Hash,
+        key: <u64 as Codec>::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: 4096,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Cgroup ids (value 1) whose processes, and their descendants, are never load-balanced.",
+    },
+    MapDef {
+        name: "lb_stats",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: lb::MAX_BACKENDS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Connections and datagrams rewritten to each backend (index: backend id), per CPU; bytes stays 0.",
+    },
+    MapDef {
+        name: "prefilter_v4",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: DenyV4::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 2,
+        doc: "XDP prefilter IPv4 deny entries by id (the leaves of deny_v4_root/_nodes): the prefix and its hits.",
+    },
+    MapDef {
+        name: "deny_v4_root",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: deny_dir::ROOT_SLOTS,
+        flags: 0,
+        layout_version: 1,
+        doc: "XDP prefilter IPv4 table, first level: one slot (see deny_dir) per /16, indexed by the address's top 16 bits.",
+    },
+    MapDef {
+        name: "deny_v4_nodes",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: DirChunk::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 1,
+        doc: "XDP prefilter IPv4 table, deeper levels: chunks of 16 slots, each level 4 more address bits (chunk 0 is never used).",
     },
     MapDef {
         name: "prefilter_v6",
@@ -532,7 +752,8 @@ macro_rules! array_field_type {
 }
 
 array_field_type!(
-    u8, 4 => "__u8[4]", u8, 6 => "__u8[6]", u8, 16 => "__u8[16]", u32, 4 => "__u32[4]",
+    u8, 2 => "__u8[2]", u8, 4 => "__u8[4]", u8, 6 => "__u8[6]", u8, 16 => "__u8[16]",
+    u32, 4 => "__u32[4]", u32, 16 => "__u32[16]",
 );
 
 macro_rules! scalar_codec {
@@ -718,6 +939,133 @@ schema_struct! {
         /// Packets this entry has dropped (shared by all CPUs, incremented atomically by the
         /// program; it restarts at 0 whenever user space rewrites the entry).
         pub hits: u64,
+    }
+}
+
+schema_struct! {
+    /// Value of `prefilter_v4` (index: the entry id a table leaf names): C `struct weir_deny_v4`.
+    pub struct DenyV4 as "weir_deny_v4" {
+        /// Packets this entry has dropped (shared by all CPUs, incremented atomically by the
+        /// program; it restarts at 0 when user space gives the id to another prefix).
+        pub hits: u64,
+        /// The prefix's address, network byte order, host bits cleared.
+        pub addr: [u8; 4],
+        /// Prefix length, 0..=32.
+        pub prefixlen: u8,
+        /// 1 when this id holds a deny entry, 0 for a free id.
+        pub in_use: u8,
+        /// Zero.
+        pub pad: [u8; 2],
+    }
+}
+
+schema_struct! {
+    /// Value of `deny_v4_nodes`: C `struct weir_dir_chunk`, 16 slots (see [`deny_dir`]).
+    pub struct DirChunk as "weir_dir_chunk" {
+        /// Slot `i` covers the addresses whose next 4 bits (below the parent's) equal `i`.
+        pub slot: [u32; 16],
+    }
+}
+
+schema_struct! {
+    /// Key of `lb_services`: C `struct weir_lb_svc_key`, a service's VIP, port and protocol.
+    pub struct LbServiceKey as "weir_lb_svc_key" {
+        /// VIP, network order; IPv4 as v4-mapped IPv6 (`::ffff:a.b.c.d`).
+        pub addr: [u8; 16],
+        /// Port, network byte order (as `bpf_sock_addr.user_port` holds it).
+        pub port: u16,
+        /// IP protocol: 6 (TCP) or 17 (UDP).
+        pub proto: u8,
+        /// Always 0.
+        pub pad: u8,
+    }
+}
+
+schema_struct! {
+    /// Value of `lb_services`: C `struct weir_lb_svc`.
+    pub struct LbService as "weir_lb_svc" {
+        /// Service id (>= 1), stable across applies while the service stays.
+        pub id: u32,
+        /// Entries of this service in `lb_slots` (0: no usable backend, connections are refused).
+        pub slots: u32,
+        /// [`lb::SVC_AFFINITY`], [`lb::SVC_EXCLUDED`].
+        pub flags: u32,
+        /// Affinity timeout in seconds (with [`lb::SVC_AFFINITY`]).
+        pub affinity_timeout_s: u32,
+    }
+}
+
+schema_struct! {
+    /// Key of `lb_slots`: C `struct weir_lb_slot_key`.
+    pub struct LbSlotKey as "weir_lb_slot_key" {
+        /// Service id.
+        pub service: u32,
+        /// Slot, 0..slots-1.
+        pub slot: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `lb_backends` (key: backend id): C `struct weir_lb_backend`.
+    pub struct LbBackend as "weir_lb_backend" {
+        /// Backend address, network order; IPv4 v4-mapped.
+        pub addr: [u8; 16],
+        /// Backend port, network byte order.
+        pub port: u16,
+        /// [`lb::BACKEND_DRAINED`].
+        pub flags: u16,
+        /// The id of the service this backend belongs to.
+        pub service: u32,
+    }
+}
+
+schema_struct! {
+    /// Key of `lb_revnat`: C `struct weir_lb_revnat_key`.
+    pub struct LbRevNatKey as "weir_lb_revnat_key" {
+        /// `bpf_get_socket_cookie` of the client socket.
+        pub cookie: u64,
+        /// The backend address the socket was sent to, IPv4 v4-mapped.
+        pub addr: [u8; 16],
+        /// The backend port, network byte order.
+        pub port: u16,
+        /// Always 0.
+        pub pad: [u8; 6],
+    }
+}
+
+schema_struct! {
+    /// Value of `lb_revnat`: C `struct weir_lb_revnat`, the VIP the client asked for.
+    pub struct LbRevNat as "weir_lb_revnat" {
+        /// VIP, IPv4 v4-mapped.
+        pub addr: [u8; 16],
+        /// VIP port, network byte order.
+        pub port: u16,
+        /// Always 0.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Key of `lb_affinity`: C `struct weir_lb_affinity_key`.
+    pub struct LbAffinityKey as "weir_lb_affinity_key" {
+        /// `bpf_get_netns_cookie` of the client socket's network namespace.
+        pub netns_cookie: u64,
+        /// Service id.
+        pub service: u32,
+        /// Always 0.
+        pub pad: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `lb_affinity`: C `struct weir_lb_affinity`.
+    pub struct LbAffinity as "weir_lb_affinity" {
+        /// The backend id last picked.
+        pub backend: u32,
+        /// Always 0.
+        pub pad: u32,
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when it was last used.
+        pub last_ns: u64,
     }
 }
 

@@ -205,6 +205,8 @@ fn decode_never_panics_on_any_short_input() {
         let _ = LpmV4Key::decode(b);
         let _ = LpmV6Key::decode(b);
         let _ = DenyEntry::decode(b);
+        let _ = DenyV4::decode(b);
+        let _ = DirChunk::decode(b);
         let _ = Counter::decode(b);
         let _ = u32::decode(b);
         for cpus in 0..10 {
@@ -385,17 +387,18 @@ fn header_contents() {
     assert!(!block("IF_COUNTERS").contains("map_flags"));
     assert!(!block("PREFILTER_STATS").contains("map_flags"));
     assert!(h.contains(
-        "#define WEIR_DEFINE_MAP_PREFILTER_V4 \\\n\
+        "#define WEIR_DEFINE_MAP_PREFILTER_V6 \\\n\
          \tstruct { \\\n\
          \t\t__uint(type, BPF_MAP_TYPE_LPM_TRIE); \\\n\
-         \t\t__type(key, struct weir_lpm_v4); \\\n\
+         \t\t__type(key, struct weir_lpm_v6); \\\n\
          \t\t__type(value, struct weir_deny_entry); \\\n\
-         \t\t__uint(max_entries, 262144); \\\n\
+         \t\t__uint(max_entries, 65536); \\\n\
          \t\t__uint(map_flags, 0x1); \\\n\
-         \t} prefilter_v4 SEC(\".maps\")\n"
+         \t} prefilter_v6 SEC(\".maps\")\n"
     ));
+    assert!(h.contains("struct weir_dir_chunk {\n\t__u32 slot[16];\n};\n"));
     assert!(block("PREFILTER_V6").contains("__uint(map_flags, 0x1);"));
-    assert!(h.contains("struct weir_lpm_v4 {\n\t__u32 prefixlen;\n\t__u8 addr[4];\n};\n"));
+    assert!(h.contains("struct weir_lpm_v6 {\n\t__u32 prefixlen;\n\t__u8 addr[16];\n};\n"));
     assert!(h.contains("struct weir_lpm_v6 {\n\t__u32 prefixlen;\n\t__u8 addr[16];\n};\n"));
     assert!(h.contains("struct weir_deny_entry {\n\t__u64 hits;\n};\n"));
     assert_eq!(h.matches("struct weir_deny_entry {").count(), 1);
@@ -467,6 +470,35 @@ fn prefilter_layouts() {
 }
 
 #[test]
+fn ipv4_deny_table_layouts() {
+    use crate::deny_dir::*;
+    // The strides cover the address exactly, and a leaf (id + 1) can never look like a node.
+    assert_eq!(ROOT_BITS + LEVELS * CHUNK_BITS, 32);
+    assert_eq!(MAX_ID + 1, NODE - 1);
+    assert_eq!(ROOT_SLOTS, find("deny_v4_root").unwrap().max_entries);
+    assert_eq!(size_of::<DirChunk>(), 64, "one cache line");
+    assert_eq!(DirChunk::LAYOUT.fields[0].c_type, "__u32[16]");
+    assert_eq!(size_of::<DenyV4>(), 16);
+    let d = DenyV4 {
+        hits: 7,
+        addr: [192, 0, 2, 0],
+        prefixlen: 24,
+        in_use: 1,
+        pad: [0; 2],
+    };
+    let b = d.encode();
+    assert_eq!(&b[..8], &7u64.to_ne_bytes());
+    assert_eq!(&b[8..14], &[192, 0, 2, 0, 24, 1]);
+    assert_eq!(DenyV4::decode(&b), Ok(d));
+    let mut slot = [0u32; 16];
+    slot[15] = NODE | 3;
+    let c = DirChunk { slot };
+    assert_eq!(&c.encode()[60..], &(NODE | 3).to_ne_bytes());
+    assert_eq!(DirChunk::decode(&c.encode()), Ok(c));
+    assert!(DirChunk::decode(&[0; 63]).is_err());
+}
+
+#[test]
 fn lpm_key_constructors_clear_host_bits() {
     use std::net::{Ipv4Addr, Ipv6Addr};
     let a = Ipv4Addr::new(192, 0, 2, 255);
@@ -497,17 +529,25 @@ fn lpm_key_constructors_clear_host_bits() {
 
 #[test]
 fn prefilter_maps_and_constants() {
-    for (name, key, max) in [
-        ("prefilter_v4", LpmV4Key::LAYOUT, 262_144),
-        ("prefilter_v6", LpmV6Key::LAYOUT, 65_536),
+    let m = find("prefilter_v6").unwrap();
+    assert_eq!(m.map_type, MapType::LpmTrie);
+    assert_eq!((m.key, m.value), (LpmV6Key::LAYOUT, DenyEntry::LAYOUT));
+    assert_eq!(
+        (m.max_entries, m.flags, m.layout_version),
+        (65_536, map_flags::NO_PREALLOC, 1)
+    );
+    for (name, value, max, version) in [
+        ("prefilter_v4", DenyV4::LAYOUT, 65_536, 2),
+        ("deny_v4_root", <u32 as Codec>::LAYOUT, 65_536, 1),
+        ("deny_v4_nodes", DirChunk::LAYOUT, 65_536, 1),
     ] {
         let m = find(name).unwrap();
-        assert_eq!(m.map_type, MapType::LpmTrie);
-        assert_eq!(m.key, key);
-        assert_eq!(m.value, DenyEntry::LAYOUT);
+        assert_eq!(m.map_type, MapType::Array, "{name}");
+        assert_eq!((m.key, m.value), (<u32 as Codec>::LAYOUT, value), "{name}");
         assert_eq!(
             (m.max_entries, m.flags, m.layout_version),
-            (max, map_flags::NO_PREALLOC, 1)
+            (max, 0, version),
+            "{name}"
         );
     }
 
@@ -565,4 +605,87 @@ fn header_is_fresh() {
         "programs/include/weir_maps.h is out of date with maps-schema: \
          run `make -C programs header && make -C programs` and commit the result"
     );
+}
+
+#[test]
+fn lb_maps_layouts_and_constants() {
+    for (name, t, key, value) in [
+        (
+            "lb_services",
+            MapType::Hash,
+            LbServiceKey::LAYOUT,
+            LbService::LAYOUT,
+        ),
+        (
+            "lb_slots",
+            MapType::Hash,
+            LbSlotKey::LAYOUT,
+            <u32 as Codec>::LAYOUT,
+        ),
+        (
+            "lb_backends",
+            MapType::Hash,
+            <u32 as Codec>::LAYOUT,
+            LbBackend::LAYOUT,
+        ),
+        (
+            "lb_revnat",
+            MapType::LruHash,
+            LbRevNatKey::LAYOUT,
+            LbRevNat::LAYOUT,
+        ),
+        (
+            "lb_affinity",
+            MapType::LruHash,
+            LbAffinityKey::LAYOUT,
+            LbAffinity::LAYOUT,
+        ),
+        (
+            "lb_exclude",
+            MapType::Hash,
+            <u64 as Codec>::LAYOUT,
+            <u32 as Codec>::LAYOUT,
+        ),
+        (
+            "lb_stats",
+            MapType::PerCpuArray,
+            <u32 as Codec>::LAYOUT,
+            Counter::LAYOUT,
+        ),
+    ] {
+        let m = find(name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!((m.map_type, m.key, m.value), (t, key, value), "{name}");
+        assert_eq!(m.layout_version, 1, "{name}");
+    }
+    // Sizes the C side relies on (no implicit padding anywhere in the keys).
+    assert_eq!(LbServiceKey::LAYOUT.size, 20);
+    assert_eq!(LbService::LAYOUT.size, 16);
+    assert_eq!(LbBackend::LAYOUT.size, 24);
+    assert_eq!(LbRevNatKey::LAYOUT.size, 32);
+    assert_eq!(LbRevNat::LAYOUT.size, 20);
+    assert_eq!(LbAffinityKey::LAYOUT.size, 16);
+    assert_eq!(LbAffinity::LAYOUT.size, 16);
+    assert_eq!(find("lb_stats").unwrap().max_entries, lb::MAX_BACKENDS);
+    assert_eq!(find("lb_backends").unwrap().max_entries, lb::MAX_BACKENDS);
+    let sock = find("sock_counters").unwrap();
+    assert!(sock_hook::GETPEERNAME6 < sock.max_entries);
+    let k = LbServiceKey {
+        addr: [1; 16],
+        port: 80u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    assert_eq!(LbServiceKey::decode(&k.encode()), Ok(k));
+    assert_eq!(&k.encode()[16..], &[0, 80, 6, 0]);
+    let h = c_header();
+    for c in [
+        "#define WEIR_LB_SVC_AFFINITY 1",
+        "#define WEIR_LB_SVC_EXCLUDED 2",
+        "#define WEIR_LB_BACKEND_DRAINED 1",
+        "#define WEIR_LB_MAX_SLOTS 1024",
+        "#define WEIR_SOCK_HOOK_GETPEERNAME6 7",
+        "#define WEIR_DEFINE_MAP_LB_REVNAT",
+    ] {
+        assert!(h.contains(c), "{c}");
+    }
 }

@@ -13,6 +13,12 @@
 
 #include "weir_bpf.h"
 
+/* IPv4 deny table slots (deny_v4_root, deny_v4_nodes): 0 empty, NODE|chunk, or entry id + 1. */
+#define WEIR_DIR_NODE 2147483648
+#define WEIR_DIR_ROOT_BITS 16
+#define WEIR_DIR_CHUNK_BITS 4
+#define WEIR_DIR_LEVELS 4
+
 /* Hook ids: the hook field of struct weir_if_key (if_counters). */
 #define WEIR_HOOK_XDP 0
 #define WEIR_HOOK_TC_INGRESS 1
@@ -21,6 +27,19 @@
 /* Socket hook ids: the key of sock_counters. */
 #define WEIR_SOCK_HOOK_CONNECT4 0
 #define WEIR_SOCK_HOOK_CONNECT6 1
+#define WEIR_SOCK_HOOK_SENDMSG4 2
+#define WEIR_SOCK_HOOK_SENDMSG6 3
+#define WEIR_SOCK_HOOK_RECVMSG4 4
+#define WEIR_SOCK_HOOK_RECVMSG6 5
+#define WEIR_SOCK_HOOK_GETPEERNAME4 6
+#define WEIR_SOCK_HOOK_GETPEERNAME6 7
+
+/* Connect-time load balancing: service and backend flags, limits. */
+#define WEIR_LB_SVC_AFFINITY 1
+#define WEIR_LB_SVC_EXCLUDED 2
+#define WEIR_LB_BACKEND_DRAINED 1
+#define WEIR_LB_MAX_SLOTS 1024
+#define WEIR_LB_MAX_CGROUP_DEPTH 16
 
 /* Prefilter verdict reasons: the key of prefilter_stats. */
 #define WEIR_PREFILTER_PASSED 0
@@ -51,19 +70,111 @@ _Static_assert(sizeof(struct weir_counter) == 16, "struct weir_counter: size dif
 _Static_assert(__builtin_offsetof(struct weir_counter, packets) == 0, "struct weir_counter.packets: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_counter, bytes) == 8, "struct weir_counter.bytes: offset differs from maps-schema");
 
-struct weir_lpm_v4 {
-	__u32 prefixlen;
-	__u8 addr[4];
+struct weir_lb_svc_key {
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
 };
-_Static_assert(sizeof(struct weir_lpm_v4) == 8, "struct weir_lpm_v4: size differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_lpm_v4, prefixlen) == 0, "struct weir_lpm_v4.prefixlen: offset differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_lpm_v4, addr) == 4, "struct weir_lpm_v4.addr: offset differs from maps-schema");
+_Static_assert(sizeof(struct weir_lb_svc_key) == 20, "struct weir_lb_svc_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc_key, addr) == 0, "struct weir_lb_svc_key.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc_key, port) == 16, "struct weir_lb_svc_key.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc_key, proto) == 18, "struct weir_lb_svc_key.proto: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc_key, pad) == 19, "struct weir_lb_svc_key.pad: offset differs from maps-schema");
 
-struct weir_deny_entry {
-	__u64 hits;
+struct weir_lb_svc {
+	__u32 id;
+	__u32 slots;
+	__u32 flags;
+	__u32 affinity_timeout_s;
 };
-_Static_assert(sizeof(struct weir_deny_entry) == 8, "struct weir_deny_entry: size differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct weir_deny_entry.hits: offset differs from maps-schema");
+_Static_assert(sizeof(struct weir_lb_svc) == 16, "struct weir_lb_svc: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc, id) == 0, "struct weir_lb_svc.id: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc, slots) == 4, "struct weir_lb_svc.slots: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc, flags) == 8, "struct weir_lb_svc.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_svc, affinity_timeout_s) == 12, "struct weir_lb_svc.affinity_timeout_s: offset differs from maps-schema");
+
+struct weir_lb_slot_key {
+	__u32 service;
+	__u32 slot;
+};
+_Static_assert(sizeof(struct weir_lb_slot_key) == 8, "struct weir_lb_slot_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_slot_key, service) == 0, "struct weir_lb_slot_key.service: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_slot_key, slot) == 4, "struct weir_lb_slot_key.slot: offset differs from maps-schema");
+
+struct weir_lb_backend {
+	__u8 addr[16];
+	__u16 port;
+	__u16 flags;
+	__u32 service;
+};
+_Static_assert(sizeof(struct weir_lb_backend) == 24, "struct weir_lb_backend: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_backend, addr) == 0, "struct weir_lb_backend.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_backend, port) == 16, "struct weir_lb_backend.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_backend, flags) == 18, "struct weir_lb_backend.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_backend, service) == 20, "struct weir_lb_backend.service: offset differs from maps-schema");
+
+struct weir_lb_revnat_key {
+	__u64 cookie;
+	__u8 addr[16];
+	__u16 port;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct weir_lb_revnat_key) == 32, "struct weir_lb_revnat_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat_key, cookie) == 0, "struct weir_lb_revnat_key.cookie: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat_key, addr) == 8, "struct weir_lb_revnat_key.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat_key, port) == 24, "struct weir_lb_revnat_key.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat_key, pad) == 26, "struct weir_lb_revnat_key.pad: offset differs from maps-schema");
+
+struct weir_lb_revnat {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_lb_revnat) == 20, "struct weir_lb_revnat: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat, addr) == 0, "struct weir_lb_revnat.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat, port) == 16, "struct weir_lb_revnat.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_revnat, pad) == 18, "struct weir_lb_revnat.pad: offset differs from maps-schema");
+
+struct weir_lb_affinity_key {
+	__u64 netns_cookie;
+	__u32 service;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weir_lb_affinity_key) == 16, "struct weir_lb_affinity_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity_key, netns_cookie) == 0, "struct weir_lb_affinity_key.netns_cookie: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity_key, service) == 8, "struct weir_lb_affinity_key.service: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity_key, pad) == 12, "struct weir_lb_affinity_key.pad: offset differs from maps-schema");
+
+struct weir_lb_affinity {
+	__u32 backend;
+	__u32 pad;
+	__u64 last_ns;
+};
+_Static_assert(sizeof(struct weir_lb_affinity) == 16, "struct weir_lb_affinity: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity, backend) == 0, "struct weir_lb_affinity.backend: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity, pad) == 4, "struct weir_lb_affinity.pad: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_affinity, last_ns) == 8, "struct weir_lb_affinity.last_ns: offset differs from maps-schema");
+
+struct weir_deny_v4 {
+	__u64 hits;
+	__u8 addr[4];
+	__u8 prefixlen;
+	__u8 in_use;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weir_deny_v4) == 16, "struct weir_deny_v4: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_v4, hits) == 0, "struct weir_deny_v4.hits: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_v4, addr) == 8, "struct weir_deny_v4.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_v4, prefixlen) == 12, "struct weir_deny_v4.prefixlen: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_v4, in_use) == 13, "struct weir_deny_v4.in_use: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_v4, pad) == 14, "struct weir_deny_v4.pad: offset differs from maps-schema");
+
+struct weir_dir_chunk {
+	__u32 slot[16];
+};
+_Static_assert(sizeof(struct weir_dir_chunk) == 64, "struct weir_dir_chunk: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_dir_chunk, slot) == 0, "struct weir_dir_chunk.slot: offset differs from maps-schema");
 
 struct weir_lpm_v6 {
 	__u32 prefixlen;
@@ -72,6 +183,12 @@ struct weir_lpm_v6 {
 _Static_assert(sizeof(struct weir_lpm_v6) == 20, "struct weir_lpm_v6: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lpm_v6, prefixlen) == 0, "struct weir_lpm_v6.prefixlen: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lpm_v6, addr) == 4, "struct weir_lpm_v6.addr: offset differs from maps-schema");
+
+struct weir_deny_entry {
+	__u64 hits;
+};
+_Static_assert(sizeof(struct weir_deny_entry) == 8, "struct weir_deny_entry: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct weir_deny_entry.hits: offset differs from maps-schema");
 
 /* if_counters (percpu_hash, 1024 entries): Packets and bytes seen per (interface, hook), per CPU. */
 #define WEIR_LAYOUT_VERSION_IF_COUNTERS 1
@@ -93,16 +210,109 @@ _Static_assert(__builtin_offsetof(struct weir_lpm_v6, addr) == 4, "struct weir_l
 		__uint(max_entries, 16); \
 	} sock_counters SEC(".maps")
 
-/* prefilter_v4 (lpm_trie, 262144 entries): XDP prefilter IPv4 deny list: source prefixes whose packets are dropped, with hits. */
-#define WEIR_LAYOUT_VERSION_PREFILTER_V4 1
-#define WEIR_DEFINE_MAP_PREFILTER_V4 \
+/* lb_services (hash, 65536 entries): Load-balanced services: (VIP, port, protocol) -> id, slot count (0: refuse), flags, affinity timeout. */
+#define WEIR_LAYOUT_VERSION_LB_SERVICES 1
+#define WEIR_DEFINE_MAP_LB_SERVICES \
 	struct { \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
-		__type(key, struct weir_lpm_v4); \
-		__type(value, struct weir_deny_entry); \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_lb_svc_key); \
+		__type(value, struct weir_lb_svc); \
+		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
+	} lb_services SEC(".maps")
+
+/* lb_slots (hash, 262144 entries): Weighted backend tables: (service id, slot 0..slots-1) -> backend id; a random slot is a weighted pick. */
+#define WEIR_LAYOUT_VERSION_LB_SLOTS 1
+#define WEIR_DEFINE_MAP_LB_SLOTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_lb_slot_key); \
+		__type(value, __u32); \
 		__uint(max_entries, 262144); \
 		__uint(map_flags, 0x1); \
+	} lb_slots SEC(".maps")
+
+/* lb_backends (hash, 65536 entries): Backends by id (one per service and backend address): address, port, owning service, drained flag. */
+#define WEIR_LAYOUT_VERSION_LB_BACKENDS 1
+#define WEIR_DEFINE_MAP_LB_BACKENDS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_lb_backend); \
+		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
+	} lb_backends SEC(".maps")
+
+/* lb_revnat (lru_hash, 65536 entries): Reverse translation by socket cookie and backend address: the VIP recvmsg and getpeername report. */
+#define WEIR_LAYOUT_VERSION_LB_REVNAT 1
+#define WEIR_DEFINE_MAP_LB_REVNAT \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH); \
+		__type(key, struct weir_lb_revnat_key); \
+		__type(value, struct weir_lb_revnat); \
+		__uint(max_entries, 65536); \
+	} lb_revnat SEC(".maps")
+
+/* lb_affinity (lru_hash, 65536 entries): Session affinity: (client netns cookie, service id) -> backend id and when it was last used. */
+#define WEIR_LAYOUT_VERSION_LB_AFFINITY 1
+#define WEIR_DEFINE_MAP_LB_AFFINITY \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH); \
+		__type(key, struct weir_lb_affinity_key); \
+		__type(value, struct weir_lb_affinity); \
+		__uint(max_entries, 65536); \
+	} lb_affinity SEC(".maps")
+
+/* lb_exclude (hash, 4096 entries): Cgroup ids (value 1) whose processes, and their descendants, are never load-balanced. */
+#define WEIR_LAYOUT_VERSION_LB_EXCLUDE 1
+#define WEIR_DEFINE_MAP_LB_EXCLUDE \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u64); \
+		__type(value, __u32); \
+		__uint(max_entries, 4096); \
+		__uint(map_flags, 0x1); \
+	} lb_exclude SEC(".maps")
+
+/* lb_stats (percpu_array, 65536 entries): Connections and datagrams rewritten to each backend (index: backend id), per CPU; bytes stays 0. */
+#define WEIR_LAYOUT_VERSION_LB_STATS 1
+#define WEIR_DEFINE_MAP_LB_STATS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 65536); \
+	} lb_stats SEC(".maps")
+
+/* prefilter_v4 (array, 65536 entries): XDP prefilter IPv4 deny entries by id (the leaves of deny_v4_root/_nodes): the prefix and its hits. */
+#define WEIR_LAYOUT_VERSION_PREFILTER_V4 2
+#define WEIR_DEFINE_MAP_PREFILTER_V4 \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_deny_v4); \
+		__uint(max_entries, 65536); \
 	} prefilter_v4 SEC(".maps")
+
+/* deny_v4_root (array, 65536 entries): XDP prefilter IPv4 table, first level: one slot (see deny_dir) per /16, indexed by the address's top 16 bits. */
+#define WEIR_LAYOUT_VERSION_DENY_V4_ROOT 1
+#define WEIR_DEFINE_MAP_DENY_V4_ROOT \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, __u32); \
+		__uint(max_entries, 65536); \
+	} deny_v4_root SEC(".maps")
+
+/* deny_v4_nodes (array, 65536 entries): XDP prefilter IPv4 table, deeper levels: chunks of 16 slots, each level 4 more address bits (chunk 0 is never used). */
+#define WEIR_LAYOUT_VERSION_DENY_V4_NODES 1
+#define WEIR_DEFINE_MAP_DENY_V4_NODES \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_dir_chunk); \
+		__uint(max_entries, 65536); \
+	} deny_v4_nodes SEC(".maps")
 
 /* prefilter_v6 (lpm_trie, 65536 entries): XDP prefilter IPv6 deny list: source prefixes whose packets are dropped, with hits. */
 #define WEIR_LAYOUT_VERSION_PREFILTER_V6 1

@@ -17,9 +17,11 @@
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define weir_htons(x) ((__be16)__builtin_bswap16(x))
 #define weir_ntohs(x) ((__u16)__builtin_bswap16(x))
+#define weir_ntohl(x) ((__u32)__builtin_bswap32(x))
 #else
 #define weir_htons(x) ((__be16)(x))
 #define weir_ntohs(x) ((__u16)(x))
+#define weir_ntohl(x) ((__u32)(x))
 #endif
 
 /* EtherTypes. */

@@ -3,13 +3,16 @@
  * weir_prefilter.h: the XDP prefilter (drop packets from denied source prefixes, except to
  * failsafe ports), shared by xdp.c and the upgrade test object.
  *
- * The including file defines the maps first: prefilter_v4, prefilter_v6, prefilter_stats and
- * failsafe_in, with their WEIR_DEFINE_MAP_* macros.
+ * The including file defines the maps first: prefilter_v4, deny_v4_root,
+ * deny_v4_nodes, prefilter_v6, prefilter_stats and failsafe_in, with their
+ * WEIR_DEFINE_MAP_* macros.
  *
- * Cost model: every packet pays for Ethernet/VLAN/IP parsing up to the source address, one LPM
- * lookup and one per-CPU counter. Only a packet whose source IS denied pays for the rest
- * (fragment check, IPv6 extension header walk, L4 port, failsafe bitmap): the failsafe decision
- * matters only for packets that would otherwise be dropped.
+ * Cost model: every packet pays for Ethernet/VLAN/IP parsing up to the source address, one
+ * deny-list lookup and one per-CPU counter. For IPv4 the lookup is at most five array reads
+ * (the multibit table of maps-schema's deny_dir), so it costs the same with 10 entries or 1M;
+ * IPv6 uses an LPM trie. Only a packet whose source IS denied pays for the rest (fragment check,
+ * IPv6 extension header walk, L4 port, failsafe bitmap): the failsafe decision matters only for
+ * packets that would otherwise be dropped.
  */
 #ifndef WEIR_PREFILTER_H
 #define WEIR_PREFILTER_H
@@ -152,11 +155,45 @@ __attribute__((noinline)) __u32 weir_prefilter_judge_v6(struct xdp_md *ctx, __u3
 	return weir_prefilter_l4(data, data_end, nexthdr, off);
 }
 
+/*
+ * The IPv4 deny entry covering `addr` (host byte order), or NULL. Walks the multibit table:
+ * the root slot of the top 16 bits, then at most WEIR_DIR_LEVELS chunks of 4 bits each, until a
+ * slot that is not a node. Array lookups are inlined by the verifier into plain loads, and the
+ * depth is bounded, so the cost does not depend on how many entries the list has.
+ */
+static __always_inline struct weir_deny_v4 *weir_deny_lookup_v4(__u32 addr)
+{
+	__u32 index = addr >> WEIR_DIR_ROOT_BITS;
+	__u32 *root = bpf_map_lookup_elem(&deny_v4_root, &index);
+	__u32 slot;
+
+	if (!root)
+		return 0;
+	slot = *root;
+#pragma unroll
+	for (int level = 0; level < WEIR_DIR_LEVELS; level++) {
+		struct weir_dir_chunk *chunk;
+		__u32 shift = 32 - WEIR_DIR_ROOT_BITS - (level + 1) * WEIR_DIR_CHUNK_BITS;
+
+		if (!(slot & WEIR_DIR_NODE))
+			break;
+		index = slot & ~WEIR_DIR_NODE;
+		chunk = bpf_map_lookup_elem(&deny_v4_nodes, &index);
+		if (!chunk)
+			return 0; /* a chunk number past the map: never written by weir */
+		slot = chunk->slot[(addr >> shift) & ((1 << WEIR_DIR_CHUNK_BITS) - 1)];
+	}
+	if (slot == 0 || (slot & WEIR_DIR_NODE))
+		return 0;
+	index = slot - 1;
+	return bpf_map_lookup_elem(&prefilter_v4, &index);
+}
+
 /* A denied source: judge, and count a drop against the entry that matched. */
-static __always_inline __u32 weir_prefilter_denied(struct weir_deny_entry *deny, __u32 reason)
+static __always_inline __u32 weir_prefilter_denied(__u64 *hits, __u32 reason)
 {
 	if (reason == WEIR_PREFILTER_DROPPED)
-		__sync_fetch_and_add(&deny->hits, 1); /* shared by all CPUs */
+		__sync_fetch_and_add(hits, 1); /* shared by all CPUs */
 	return reason;
 }
 
@@ -164,18 +201,16 @@ static __always_inline __u32 weir_prefilter_v4(struct xdp_md *ctx, void *data, v
 					       __u32 off)
 {
 	struct weir_ipv4 *ip = data + off;
-	struct weir_lpm_v4 key = { .prefixlen = 32 };
-	struct weir_deny_entry *deny;
+	struct weir_deny_v4 *deny;
 
 	if ((void *)(ip + 1) > data_end)
 		return WEIR_PREFILTER_UNPARSED;
 	if ((ip->ver_ihl >> 4) != 4 || (ip->ver_ihl & 0xf) < 5)
 		return WEIR_PREFILTER_UNPARSED;
-	__builtin_memcpy(key.addr, &ip->saddr, sizeof(key.addr));
-	deny = bpf_map_lookup_elem(&prefilter_v4, &key);
+	deny = weir_deny_lookup_v4(weir_ntohl(ip->saddr));
 	if (!deny)
 		return WEIR_PREFILTER_PASSED;
-	return weir_prefilter_denied(deny, weir_prefilter_judge_v4(ctx, off));
+	return weir_prefilter_denied(&deny->hits, weir_prefilter_judge_v4(ctx, off));
 }
 
 static __always_inline __u32 weir_prefilter_v6(struct xdp_md *ctx, void *data, void *data_end,
@@ -193,7 +228,7 @@ static __always_inline __u32 weir_prefilter_v6(struct xdp_md *ctx, void *data, v
 	deny = bpf_map_lookup_elem(&prefilter_v6, &key);
 	if (!deny)
 		return WEIR_PREFILTER_PASSED;
-	return weir_prefilter_denied(deny, weir_prefilter_judge_v6(ctx, off));
+	return weir_prefilter_denied(&deny->hits, weir_prefilter_judge_v6(ctx, off));
 }
 
 /* Why a frame gets its verdict: one of WEIR_PREFILTER_*. */

@@ -979,7 +979,12 @@ fn a_deny_file_of_100k_networks_loads_and_shrinks_back() {
     let sb = setup("pfk");
     let _listener = listen_b(&sb, 8080);
     let web = SocketAddr::from((ADDR_B4, 8080));
-    let small = ConfigFile::new(&sb, &conf(&sb, &format!("prefilter deny {DENIED4}\n")));
+    // Random prefixes of every length share few table chunks: room for ~3 per network.
+    const CAPACITY: &str = "prefilter capacity v4=131072 v4-chunks=393216\n";
+    let small = ConfigFile::new(
+        &sb,
+        &conf(&sb, &format!("{CAPACITY}prefilter deny {DENIED4}\n")),
+    );
     load(&sb, &small);
 
     let mut body = String::from("; random networks for the weir prefilter e2e test\n");
@@ -993,7 +998,7 @@ fn a_deny_file_of_100k_networks_loads_and_shrinks_back() {
         &conf(
             &sb,
             &format!(
-                "prefilter deny {DENIED4}\nprefilter deny-file {}\n",
+                "{CAPACITY}prefilter deny {DENIED4}\nprefilter deny-file {}\n",
                 file.path.display()
             ),
         ),

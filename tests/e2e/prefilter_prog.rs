@@ -9,6 +9,7 @@ use maps_schema::{
     decode_per_cpu, failsafe, prefilter_reason as reason, Codec, Counter, DenyEntry, LpmV4Key,
     LpmV6Key,
 };
+use weir::contents::Undo;
 use weir::maps::MapSet;
 use weir::object::LoadedProgram;
 use weir::sys::bpf::{self, TestRun};
@@ -168,6 +169,8 @@ fn v6(s: &str) -> Ipv6Addr {
 struct Prefilter {
     maps: MapSet,
     progs: Vec<LoadedProgram>,
+    /// The IPv4 deny list written so far.
+    v4_list: std::cell::RefCell<std::collections::BTreeSet<(u32, u8)>>,
 }
 
 impl Prefilter {
@@ -188,7 +191,11 @@ impl Prefilter {
                     .unwrap_or_else(|e| panic!("loading {name}: {e}")),
             );
         }
-        Self { maps, progs }
+        Self {
+            maps,
+            progs,
+            v4_list: Default::default(),
+        }
     }
 
     fn prog(&self, name: &str) -> BorrowedFd<'_> {
@@ -208,16 +215,13 @@ impl Prefilter {
             .as_fd()
     }
 
+    /// Adds `cidr` to the IPv4 deny list the way `weir apply` writes it (entry row, table).
     fn deny4(&self, cidr: &str) -> LpmV4Key {
         let (a, len) = cidr.split_once('/').unwrap();
         let key = LpmV4Key::new(v4(a), len.parse().unwrap()).unwrap();
-        bpf::map_update(
-            self.map("prefilter_v4"),
-            &key.encode(),
-            &DenyEntry::default().encode(),
-            0,
-        )
-        .unwrap();
+        let mut list = self.v4_list.borrow_mut();
+        list.insert((u32::from_be_bytes(key.addr), key.prefixlen as u8));
+        weir::prefilter::apply_v4(&self.maps, &list, &mut Undo::default()).unwrap();
         key
     }
 
@@ -235,7 +239,16 @@ impl Prefilter {
     }
 
     fn hits4(&self, key: &LpmV4Key) -> u64 {
-        self.hits("prefilter_v4", &key.encode())
+        let m = self.maps.get("prefilter_v4").unwrap();
+        weir::prefilter::v4_entries(m)
+            .unwrap()
+            .into_iter()
+            .find(|(c, _)| {
+                c.addr == std::net::IpAddr::from(key.addr)
+                    && u32::from(c.prefix_len) == key.prefixlen
+            })
+            .expect("entry gone")
+            .1
     }
 
     fn hits6(&self, key: &LpmV6Key) -> u64 {
@@ -348,6 +361,8 @@ fn loads_with_its_maps_and_stays_small_for_the_verifier() {
     assert_eq!(
         names,
         [
+            "deny_v4_nodes",
+            "deny_v4_root",
             "failsafe_in",
             "prefilter_stats",
             "prefilter_v4",
@@ -784,6 +799,8 @@ fn the_upgrade_test_object_shares_the_maps_and_differs_visibly() {
     assert_eq!(
         names,
         [
+            "deny_v4_nodes",
+            "deny_v4_root",
             "failsafe_in",
             "if_counters",
             "prefilter_stats",

@@ -12,12 +12,15 @@
 //! prefilter deny 192.0.2.0/24 2001:db8::/32
 //! prefilter deny-file drop.txt               # relative to this file's directory
 //! failsafe in tcp/22 udp/68
+//! service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080 affinity=30
+//! lb exclude mesh/sidecars
 //! ```
 //!
 //! Layers, bottom up: `lexer` (a line → words and options, with line:column spans),
 //! `syntax` (words → a generic *statement*: keyword + args + options), `parse` (a table of
 //! statements, shape checks, typed handlers that build the [`Config`]; `prefilter` holds the
-//! `prefilter …` and `failsafe in` handlers and the deny-list file reader). Every error becomes a
+//! `prefilter …` and `failsafe in` handlers and the deny-list file reader, `service` the `service`
+//! and `lb exclude` handlers). Every error becomes a
 //! [`Diagnostic`]; the parser reports all of them and never panics. [`render_config`] prints the
 //! canonical form back.
 
@@ -27,6 +30,7 @@ mod model;
 mod parse;
 mod prefilter;
 mod render;
+mod service;
 mod suggest;
 mod syntax;
 #[cfg(test)]
@@ -34,8 +38,8 @@ mod tests;
 
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
-    AttachPolicy, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, Origin, PortRange,
-    Prefilter, Role, XdpMode, DEFAULT_FAILSAFE_IN,
+    AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, LbExclude,
+    Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

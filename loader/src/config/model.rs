@@ -26,6 +26,12 @@ pub struct Config {
     /// when the file has no `failsafe in` statement, empty for `failsafe in none`; otherwise the
     /// listed ranges in file order, exact duplicates removed.
     pub failsafe_in: Vec<PortRange>,
+    /// `service` statements (connect-time load balancing), in file order; each (VIP, port,
+    /// protocol) once.
+    pub services: Vec<Service>,
+    /// `lb exclude` cgroups (normalised paths, each once): their processes, and those of every
+    /// cgroup below them, are never load-balanced.
+    pub lb_exclude: Vec<LbExclude>,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
@@ -38,6 +44,8 @@ impl Default for Config {
             pin_dir: None,
             prefilter: Prefilter::default(),
             failsafe_in: DEFAULT_FAILSAFE_IN.to_vec(),
+            services: Vec::new(),
+            lb_exclude: Vec::new(),
             source: String::new(),
         }
     }
@@ -79,13 +87,27 @@ impl Config {
         };
         let same_prefilter = self.prefilter.capacity_v4 == other.prefilter.capacity_v4
             && self.prefilter.capacity_v6 == other.prefilter.capacity_v6
+            && self.prefilter.chunks_v4 == other.prefilter.chunks_v4
             && files(self) == files(other)
             && deny_set(self) == deny_set(other);
+        let same_services = self.services.len() == other.services.len()
+            && self.services.iter().zip(&other.services).all(|(a, b)| {
+                a.name == b.name
+                    && a.vip == b.vip
+                    && a.proto == b.proto
+                    && a.backends == b.backends
+                    && a.affinity == b.affinity
+                    && a.excluded == b.excluded
+            });
+        let exclude_paths =
+            |c: &Config| -> Vec<String> { c.lb_exclude.iter().map(|e| e.path.clone()).collect() };
         same_interfaces
             && same_cgroups
             && same_pin_dir
             && same_prefilter
             && self.failsafe_in == other.failsafe_in
+            && same_services
+            && exclude_paths(self) == exclude_paths(other)
     }
 
     /// The interface called `name`, if configured.
@@ -434,11 +456,16 @@ pub struct Prefilter {
     pub capacity_v4: u32,
     /// Capacity of the IPv6 deny map (entries).
     pub capacity_v6: u32,
+    /// Chunks of the IPv4 deny table (`deny_v4_nodes`; 64 bytes each).
+    pub chunks_v4: u32,
 }
 
 impl Prefilter {
     /// Default capacity of the IPv4 deny map.
-    pub const DEFAULT_CAPACITY_V4: u32 = 262_144;
+    pub const DEFAULT_CAPACITY_V4: u32 = 65_536;
+    /// Default number of IPv4 deny table chunks: enough for the default capacity of prefixes
+    /// that cluster as published block lists do (random /32s need up to four chunks each).
+    pub const DEFAULT_CHUNKS_V4: u32 = 65_536;
     /// Default capacity of the IPv6 deny map.
     pub const DEFAULT_CAPACITY_V6: u32 = 65_536;
     /// The largest capacity `prefilter capacity` accepts (2^24).
@@ -452,6 +479,7 @@ impl Default for Prefilter {
             files: Vec::new(),
             capacity_v4: Self::DEFAULT_CAPACITY_V4,
             capacity_v6: Self::DEFAULT_CAPACITY_V6,
+            chunks_v4: Self::DEFAULT_CHUNKS_V4,
         }
     }
 }
@@ -522,3 +550,42 @@ pub const DEFAULT_FAILSAFE_IN: &[PortRange] = &[
         high: 68,
     },
 ];
+
+/// A `service` statement: connections and datagrams to `vip` (with `proto`) from processes in
+/// the `cgroup` statements' cgroups go to one of `backends`, chosen at random by weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The service name (letters, digits, `.`, `_`, `-`; several lines may share one name).
+    pub name: String,
+    /// The virtual address and port clients connect to.
+    pub vip: std::net::SocketAddr,
+    /// TCP or UDP.
+    pub proto: L4Proto,
+    /// The backends, in config order, each address once; all of the VIP's address family.
+    /// Empty (`backends=none`): connections are refused.
+    pub backends: Vec<Backend>,
+    /// Session affinity timeout in seconds (`affinity=SECONDS`), `None` for `affinity=off`.
+    pub affinity: Option<u32>,
+    /// `excluded`: the service is declared but never rewritten.
+    pub excluded: bool,
+    /// The service name in the config text.
+    pub span: Span,
+}
+
+/// One backend of a [`Service`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Address and port.
+    pub addr: std::net::SocketAddr,
+    /// Relative weight; 0 drains the backend (no new connections).
+    pub weight: u32,
+}
+
+/// An `lb exclude` cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbExclude {
+    /// Relative to the cgroup2 mount, normalised as [`CgroupAttach::path`].
+    pub path: String,
+    /// The path in the config text.
+    pub span: Span,
+}

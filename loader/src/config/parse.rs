@@ -15,6 +15,7 @@ use super::diag::{show, ConfigError, Diagnostic, Sink, Span};
 use super::lexer::{lex_line, Opt, Word};
 use super::model::{AttachPolicy, CgroupAttach, Config, Interface, Role, XdpMode};
 use super::prefilter::{self, PrefilterState};
+use super::service::{self, ServiceState};
 use super::suggest::did_you_mean;
 use super::syntax::{group, Statement};
 
@@ -80,10 +81,10 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
     },
     StatementSpec {
         keyword: "prefilter capacity",
-        usage: "prefilter capacity [v4=N] [v6=N]",
+        usage: "prefilter capacity [v4=N] [v6=N] [v4-chunks=N]",
         args: &[],
         rest: None,
-        options: &["v4", "v6"],
+        options: &["v4", "v6", "v4-chunks"],
         apply: prefilter::capacity,
     },
     StatementSpec {
@@ -93,6 +94,26 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         rest: Some("more port specs"),
         options: &[],
         apply: prefilter::failsafe_in,
+    },
+    StatementSpec {
+        keyword: "service",
+        usage: "service NAME VIP:PORT/PROTO backends=IP:PORT[@WEIGHT],...|none \
+                [affinity=SECONDS|off] [excluded]",
+        args: &[
+            "a service name",
+            "the service address VIP:PORT/PROTO (e.g. 198.51.100.10:80/tcp, [2001:db8::10]:53/udp)",
+        ],
+        rest: Some("'excluded'"),
+        options: &["backends", "affinity"],
+        apply: service::service,
+    },
+    StatementSpec {
+        keyword: "lb exclude",
+        usage: "lb exclude CGROUP-PATH...",
+        args: &["at least one cgroup path (relative to the cgroup2 mount)"],
+        rest: Some("more cgroup paths"),
+        options: &[],
+        apply: service::lb_exclude,
     },
 ];
 
@@ -109,6 +130,7 @@ pub(crate) struct Builder {
     /// Normalised cgroup path → line of its first declaration.
     cgroup_lines: HashMap<String, u32>,
     pub(super) prefilter: PrefilterState,
+    pub(super) lb: ServiceState,
 }
 
 /// Parses config `text`; `source` names it in diagnostics (a file name, or e.g. `"<embedded>"`).
@@ -138,6 +160,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         interface_lines: HashMap::new(),
         cgroup_lines: HashMap::new(),
         prefilter: PrefilterState::default(),
+        lb: ServiceState::default(),
     };
     for (index, raw) in text.split('\n').enumerate() {
         if sink.is_full() {
@@ -716,7 +739,15 @@ mod tests {
         }
         assert_eq!(
             keywords(),
-            ["interface", "cgroup", "pin-dir", "prefilter", "failsafe"]
+            [
+                "interface",
+                "cgroup",
+                "pin-dir",
+                "prefilter",
+                "failsafe",
+                "service",
+                "lb"
+            ]
         );
     }
 

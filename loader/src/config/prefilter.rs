@@ -486,7 +486,7 @@ fn read_list(
     *lines = line_no;
 }
 
-/// `prefilter capacity [v4=N] [v6=N]`
+/// `prefilter capacity [v4=N] [v6=N] [v4-chunks=N]`
 pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
     let keyword = statement.keyword.span;
     if let Some(first) = builder.prefilter.capacity_line {
@@ -503,11 +503,12 @@ pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut 
     if statement.options.is_empty() {
         sink.error(
             keyword,
-            "'prefilter capacity' needs v4=N, v6=N or both".to_owned(),
+            "'prefilter capacity' needs v4=N, v6=N or v4-chunks=N".to_owned(),
             Some(format!(
-                "the defaults are v4={} v6={}",
+                "the defaults are v4={} v6={} v4-chunks={}",
                 Prefilter::DEFAULT_CAPACITY_V4,
-                Prefilter::DEFAULT_CAPACITY_V6
+                Prefilter::DEFAULT_CAPACITY_V6,
+                Prefilter::DEFAULT_CHUNKS_V4
             )),
         );
         return;
@@ -518,6 +519,12 @@ pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut 
     }
     if let Some(n) = v6.and_then(|o| capacity_value(o, sink)) {
         prefilter.capacity_v6 = n;
+    }
+    if let Some(n) = statement
+        .option("v4-chunks")
+        .and_then(|o| capacity_value(o, sink))
+    {
+        prefilter.chunks_v4 = n;
     }
 }
 

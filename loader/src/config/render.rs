@@ -1,6 +1,6 @@
 //! Prints a [`Config`] in canonical form: every option spelled out, `pin-dir` first, then
-//! interfaces, cgroups, the prefilter (capacity, inline deny entries, deny files) and the
-//! failsafe ports, each in model order. Parsing the output gives the same settings.
+//! interfaces, cgroups, the prefilter (capacity, inline deny entries, deny files), the
+//! failsafe ports, the services and the `lb exclude` cgroups, each in model order. Parsing the output gives the same settings.
 
 use std::fmt::Write as _;
 
@@ -44,8 +44,8 @@ pub fn render_config(config: &Config) -> String {
     let prefilter = &config.prefilter;
     let _ = writeln!(
         out,
-        "prefilter capacity v4={} v6={}",
-        prefilter.capacity_v4, prefilter.capacity_v6
+        "prefilter capacity v4={} v6={} v4-chunks={}",
+        prefilter.capacity_v4, prefilter.capacity_v6, prefilter.chunks_v4
     );
     let inline: Vec<&Cidr> = prefilter
         .deny
@@ -75,6 +75,31 @@ pub fn render_config(config: &Config) -> String {
         let _ = write!(out, " {range}");
     }
     out.push('\n');
+    for svc in &config.services {
+        let backends = if svc.backends.is_empty() {
+            "none".to_owned()
+        } else {
+            svc.backends
+                .iter()
+                .map(|b| format!("{}@{}", b.addr, b.weight))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let affinity = svc
+            .affinity
+            .map_or_else(|| "off".to_owned(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "service {} {}/{} backends={backends} affinity={affinity}{}",
+            quote(&svc.name),
+            svc.vip,
+            svc.proto,
+            if svc.excluded { " excluded" } else { "" }
+        );
+    }
+    for e in &config.lb_exclude {
+        let _ = writeln!(out, "lb exclude {}", quote(&e.path));
+    }
     out
 }
 

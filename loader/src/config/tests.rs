@@ -153,7 +153,7 @@ fn unknown_statement_with_suggestion() {
     assert_eq!(d.message, "unknown statement 'interfce'");
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb \
          (did you mean 'interface'?)"
     );
     assert!(hint(&one_error("pindir /x")).ends_with("(did you mean 'pin-dir'?)"));
@@ -165,7 +165,7 @@ fn unknown_statement_without_suggestion() {
     assert_eq!(at(&d), (1, 4, 5));
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe"
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb"
     );
 }
 
@@ -474,12 +474,12 @@ fn render_is_canonical() {
          interface lab0 role=host xdp=off tc=on attach=link\n\
          cgroup weir/demo attach=auto\n\
          cgroup weir/other attach=link\n\
-         prefilter capacity v4=262144 v6=65536\n\
+         prefilter capacity v4=65536 v6=65536 v4-chunks=65536\n\
          failsafe in tcp/22 udp/68\n"
     );
     assert_eq!(
         render_config(&Config::default()),
-        "prefilter capacity v4=262144 v6=65536\nfailsafe in tcp/22 udp/68\n"
+        "prefilter capacity v4=65536 v6=65536 v4-chunks=65536\nfailsafe in tcp/22 udp/68\n"
     );
 }
 
@@ -856,7 +856,7 @@ fn prefilter_deny_inline_with_origins_and_dedup() {
     assert!(c.prefilter.files.is_empty());
     assert_eq!(
         (c.prefilter.capacity_v4, c.prefilter.capacity_v6),
-        (262_144, 65_536)
+        (65_536, 65_536)
     );
 }
 
@@ -967,7 +967,7 @@ fn prefilter_family_errors() {
     );
     assert_eq!(
         hint(&one_error("prefiltr deny 1.2.3.4")),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb \
          (did you mean 'prefilter'?)"
     );
     // Extra arguments name the two-word keyword.
@@ -989,7 +989,7 @@ fn prefilter_capacity() {
     let c = ok("prefilter capacity v6=100");
     assert_eq!(
         (c.prefilter.capacity_v4, c.prefilter.capacity_v6),
-        (262_144, 100)
+        (65_536, 100)
     );
     for (text, span, message) in [
         (
@@ -1020,7 +1020,7 @@ fn prefilter_capacity() {
         (
             "prefilter capacity",
             (1, 1, 18),
-            "'prefilter capacity' needs v4=N, v6=N or both",
+            "'prefilter capacity' needs v4=N, v6=N or v4-chunks=N",
         ),
         (
             "prefilter capacity v4=1\nprefilter capacity v6=1",
@@ -1042,7 +1042,7 @@ fn prefilter_capacity() {
     );
     assert_eq!(
         hint(&one_error("prefilter capacity v5=1")),
-        "valid options are v4, v6 (did you mean 'v4'?)"
+        "valid options are v4, v6, v4-chunks (did you mean 'v4'?)"
     );
 }
 
@@ -1436,7 +1436,7 @@ fn prefilter_and_failsafe_round_trip() {
     let rendered = render_config(&c);
     assert_eq!(
         rendered,
-        "prefilter capacity v4=262144 v6=7\n\
+        "prefilter capacity v4=65536 v6=7 v4-chunks=65536\n\
          prefilter deny 10.0.0.0/8 ::1/128 2001:db8::/32 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8 \
          5.0.0.0/8\n\
          prefilter deny 6.0.0.0/8 7.0.0.0/8 8.0.0.0/8\n\
@@ -1499,4 +1499,148 @@ fn ipv4_parser_matches_std() {
         let std = text.parse::<std::net::Ipv4Addr>().ok();
         assert_eq!(model::parse_ipv4(text.as_bytes()), std, "{text:?}");
     }
+}
+
+#[test]
+fn services_parse_with_defaults_and_all_options() {
+    let c = ok("cgroup weir/web\n\
+                service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080\n\
+                service web 198.51.100.10:80/udp backends=none affinity=30 excluded\n\
+                service dns6 [2001:db8::53]:53/udp excluded backends=[2001:db8::1]:53@0 affinity=off\n\
+                lb exclude /mesh/sidecars weir//other/\n");
+    assert_eq!(c.services.len(), 3);
+    let web = &c.services[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.vip, "198.51.100.10:80".parse().unwrap());
+    assert_eq!(web.proto, L4Proto::Tcp);
+    assert_eq!(
+        web.backends,
+        [
+            Backend {
+                addr: "192.0.2.1:8080".parse().unwrap(),
+                weight: 3
+            },
+            Backend {
+                addr: "192.0.2.2:8080".parse().unwrap(),
+                weight: 1
+            },
+        ]
+    );
+    assert_eq!((web.affinity, web.excluded), (None, false));
+    assert_eq!(web.span, Span::new(2, 9, 3));
+    let udp = &c.services[1];
+    assert!(udp.backends.is_empty());
+    assert_eq!(
+        (udp.proto, udp.affinity, udp.excluded),
+        (L4Proto::Udp, Some(30), true)
+    );
+    let dns = &c.services[2];
+    assert_eq!(dns.backends[0].weight, 0);
+    assert_eq!((dns.affinity, dns.excluded), (None, true));
+    let paths: Vec<&str> = c.lb_exclude.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["mesh/sidecars", "weir/other"]);
+
+    // The canonical form spells every option out and parses back to the same settings.
+    let text = render_config(&c);
+    assert!(
+        text.contains(
+            "service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080@1 affinity=off\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("service web 198.51.100.10:80/udp backends=none affinity=30 excluded\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("service dns6 [2001:db8::53]:53/udp backends=[2001:db8::1]:53@0 affinity=off excluded\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lb exclude mesh/sidecars\nlb exclude weir/other\n"),
+        "{text}"
+    );
+    assert!(ok(&text).eq_ignoring_spans(&c));
+}
+
+#[test]
+fn service_errors() {
+    // Duplicate VIP:port/proto names the first line; another protocol or port is fine.
+    let d = one_error(
+        "service a 192.0.2.1:80/tcp backends=none\n\
+         service b 192.0.2.1:80/udp backends=none\n\
+         service c 192.0.2.1:80/tcp backends=none\n",
+    );
+    assert_eq!(at(&d), (3, 11, 16));
+    assert_eq!(
+        d.message,
+        "duplicate service address 192.0.2.1:80/tcp (first declared on line 1)"
+    );
+
+    let d = one_error("service a 192.0.2.1:80/tcp");
+    assert_eq!(d.message, "service 'a' needs backends=");
+    assert_eq!(at(&d), (1, 27, 1));
+
+    // Each backend is reported at its own columns.
+    let e = errors("service a 192.0.2.1:80/tcp backends=192.0.2.2:80,[2001:db8::1]:80,x,192.0.2.2:80,192.0.2.3:80@-1,,192.0.2.4:0");
+    let msgs: Vec<(u32, u32, &str)> = e.iter().map(|(_, c, l, m)| (*c, *l, m.as_str())).collect();
+    assert_eq!(
+        msgs,
+        [
+            (
+                50,
+                16,
+                "backend [2001:db8::1]:80 is IPv6 but the service address 192.0.2.1:80 is IPv4"
+            ),
+            (67, 1, "backend: invalid address 'x'"),
+            (69, 12, "backend 192.0.2.2:80 is listed twice"),
+            (82, 15, "invalid weight '-1'"),
+            (98, 1, "empty backend in the list"),
+            (99, 11, "backend: port 0 in '192.0.2.4:0'"),
+        ]
+    );
+
+    let e = errors(
+        "service a 192.0.2.1:80 backends=none\n\
+         service b 192.0.2.1:80/sctp backends=none\n\
+         service c [::ffff:192.0.2.1]:80/tcp backends=none\n\
+         service d/x 192.0.2.1:81/tcp backends=none affinity=0\n\
+         service e 192.0.2.1:82/tcp backends=none extra excluded excluded\n\
+         service f 192.0.2.1:83/tcp backends=none affinity=86401 bogus=1\n",
+    );
+    let msgs: Vec<(u32, u32, &str)> = e.iter().map(|(l, c, _, m)| (*l, *c, m.as_str())).collect();
+    assert_eq!(
+        msgs,
+        [
+            (1, 11, "'192.0.2.1:80' has no protocol: write VIP:PORT/tcp or VIP:PORT/udp"),
+            (2, 24, "invalid service protocol 'sctp'"),
+            (3, 11, "service address: '[::ffff:192.0.2.1]:80' is a v4-mapped IPv6 address"),
+            (4, 9, "invalid service name 'd/x': it contains '/'; use letters, digits, '.', '_' and '-'"),
+            (4, 53, "invalid affinity '0'"),
+            (5, 42, "unexpected argument 'extra'"),
+            (5, 57, "'excluded' given twice"),
+            (6, 51, "invalid affinity '86401'"),
+            (6, 57, "unknown option 'bogus' for 'service'"),
+        ]
+    );
+}
+
+#[test]
+fn lb_exclude_errors() {
+    let e = errors("lb exclude a/b /a/b ../x /\nlb exclude\nlb include x\n");
+    let msgs: Vec<(u32, u32, &str)> = e.iter().map(|(l, c, _, m)| (*l, *c, m.as_str())).collect();
+    assert_eq!(
+        msgs,
+        [
+            (1, 16, "cgroup 'a/b' is already excluded (line 1)"),
+            (1, 21, "cgroup path '../x' contains '..'"),
+            (1, 26, "cgroup path '/' names the root of the cgroup2 mount"),
+            (
+                2,
+                11,
+                "'lb exclude' needs at least one cgroup path (relative to the cgroup2 mount)"
+            ),
+            (3, 4, "unknown statement 'lb include'"),
+        ]
+    );
 }
