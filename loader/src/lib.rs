@@ -14,6 +14,8 @@
 //! - [`dataplane`], [`status`]: load / apply / unload / status as reconcile steps over the pins.
 //!   The pins *are* the state: there is no daemon and no state file.
 //! - [`config`]: the config language, parsed by hand with line:column errors.
+//! - [`policy`]: the network policy compiler (config → per-endpoint classifiers), pure like
+//!   the prefilter's table planner.
 //! - [`cli`], [`demo`], [`sandbox`]: the `weir` command; only the CLI prints.
 
 // Only sys/ may use `unsafe`; the compiler holds every other module to that.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod lb;
 pub mod maps;
 pub mod object;
+pub mod policy;
 pub mod prefilter;
 pub mod sandbox;
 pub mod status;

@@ -217,6 +217,32 @@ fn unterminated(line_no: u32, open: u32, end: u32) -> LexError {
     }
 }
 
+/// The source column of each char of a word's text (quotes removed, escapes resolved), given
+/// the raw `line` and the word's `span`: lets a statement point inside a quoted value (e.g. at
+/// the bad token of a selector). A quote char maps nowhere; an escape maps to its backslash.
+pub(crate) fn text_columns(line: &str, span: Span) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut quoted = false;
+    let mut col = span.column;
+    let mut chars = line
+        .chars()
+        .skip(span.column.saturating_sub(1) as usize)
+        .take(span.len as usize);
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => {
+                out.push(col);
+                chars.next();
+                col = col.saturating_add(1);
+            }
+            _ => out.push(col),
+        }
+        col = col.saturating_add(1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +319,17 @@ mod tests {
         assert_eq!(errs[1].message, "missing option name before '='");
         assert_eq!(errs[2].span, Span::new(1, 9, 3));
         assert_eq!(errs[2].message, "option names cannot be quoted");
+    }
+
+    #[test]
+    fn text_columns_skip_quotes_and_escapes() {
+        let line = r#"x k="a \"b" c"#;
+        let toks = lex_line(line, 1).unwrap();
+        let Token::Opt(o) = &toks[1] else { panic!() };
+        assert_eq!(o.value.text, "a \"b");
+        assert_eq!(text_columns(line, o.value.span), vec![6, 7, 8, 10]);
+        let Token::Word(w) = &toks[2] else { panic!() };
+        assert_eq!(text_columns(line, w.span), vec![13]);
     }
 
     #[test]

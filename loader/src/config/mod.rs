@@ -14,13 +14,18 @@
 //! failsafe in tcp/22 udp/68
 //! service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080 affinity=30
 //! lb exclude mesh/sidecars
+//! interface veth-web role=workload addrs=10.0.0.2,fd00::2 labels=app:web,env:prod
+//! ipset office 198.51.100.0/24 2001:db8:1::/48
+//! policy web order=100 selector="app == 'web' && env != 'dev'"
+//! rule web ingress allow proto=tcp dport=80,443 remote=!set:office
 //! ```
 //!
 //! Layers, bottom up: `lexer` (a line → words and options, with line:column spans),
 //! `syntax` (words → a generic *statement*: keyword + args + options), `parse` (a table of
 //! statements, shape checks, typed handlers that build the [`Config`]; `prefilter` holds the
 //! `prefilter …` and `failsafe in` handlers and the deny-list file reader, `service` the `service`
-//! and `lb exclude` handlers). Every error becomes a
+//! and `lb exclude` handlers, `policy` the endpoint options, `ipset`, `ipset-file`, `policy` and
+//! `rule`, with `selector` the selector language). Every error becomes a
 //! [`Diagnostic`]; the parser reports all of them and never panics. [`render_config`] prints the
 //! canonical form back.
 
@@ -28,8 +33,10 @@ mod diag;
 mod lexer;
 mod model;
 mod parse;
+mod policy;
 mod prefilter;
 mod render;
+mod selector;
 mod service;
 mod suggest;
 mod syntax;
@@ -38,8 +45,10 @@ mod tests;
 
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
-    AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, LbExclude,
-    Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
+    has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config,
+    Direction, Interface, IpSet, L4Proto, LbExclude, Origin, Policy, PortRange, Prefilter, Remote,
+    RemoteTarget, Role, Rule, RuleAction, Service, XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;
+pub use selector::{Selector, SelectorError, MAX_LABEL_KEY, MAX_LABEL_VALUE};

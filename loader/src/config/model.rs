@@ -32,6 +32,14 @@ pub struct Config {
     /// `lb exclude` cgroups (normalised paths, each once): their processes, and those of every
     /// cgroup below them, are never load-balanced.
     pub lb_exclude: Vec<LbExclude>,
+    /// `ipset` and `ipset-file` statements: named CIDR lists, each name once (in the order of
+    /// first mention); several statements with one name add up.
+    pub ipsets: Vec<IpSet>,
+    /// `policy` statements, in file order; names are unique.
+    pub policies: Vec<Policy>,
+    /// `rule` statements, in file order; each names a policy of [`Config::policies`]. Within a
+    /// policy and direction, this order is the evaluation order.
+    pub rules: Vec<Rule>,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
@@ -46,6 +54,9 @@ impl Default for Config {
             failsafe_in: DEFAULT_FAILSAFE_IN.to_vec(),
             services: Vec::new(),
             lb_exclude: Vec::new(),
+            ipsets: Vec::new(),
+            policies: Vec::new(),
+            rules: Vec::new(),
             source: String::new(),
         }
     }
@@ -64,6 +75,8 @@ impl Config {
                     && a.xdp == b.xdp
                     && a.tc == b.tc
                     && a.attach == b.attach
+                    && a.addrs == b.addrs
+                    && a.labels == b.labels
             });
         let same_cgroups = self.cgroups.len() == other.cgroups.len()
             && self
@@ -108,6 +121,54 @@ impl Config {
             && self.failsafe_in == other.failsafe_in
             && same_services
             && exclude_paths(self) == exclude_paths(other)
+            && self.same_policy(other)
+    }
+
+    /// The policy part of [`Config::eq_ignoring_spans`]: sets as sets of networks (plus their
+    /// files), policies in order, and each policy's rules in order (rendering groups rules
+    /// under their policy, so the interleaving of different policies' rules is not compared).
+    fn same_policy(&self, other: &Config) -> bool {
+        let sets = |c: &Config| {
+            c.ipsets
+                .iter()
+                .map(|s| {
+                    let mut nets: Vec<Cidr> = s.entries.iter().map(|(n, _)| *n).collect();
+                    nets.sort_unstable();
+                    let files: Vec<PathBuf> = s.files.iter().map(|(p, _)| p.clone()).collect();
+                    (s.name.clone(), nets, files)
+                })
+                .collect::<Vec<_>>()
+        };
+        let policies = |c: &Config| {
+            c.policies
+                .iter()
+                .map(|p| {
+                    let rules: Vec<Rule> = c
+                        .rules
+                        .iter()
+                        .filter(|r| r.policy == p.name)
+                        .map(|r| Rule {
+                            span: Span::default(),
+                            ..r.clone()
+                        })
+                        .collect();
+                    (
+                        Policy {
+                            span: Span::default(),
+                            ..p.clone()
+                        },
+                        rules,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        sets(self) == sets(other) && policies(self) == policies(other)
+    }
+
+    /// The IP set called `name`, if declared.
+    #[must_use]
+    pub fn ipset(&self, name: &str) -> Option<&IpSet> {
+        self.ipsets.iter().find(|s| s.name == name)
     }
 
     /// The interface called `name`, if configured.
@@ -130,6 +191,12 @@ pub struct Interface {
     pub tc: bool,
     /// Which kernel attach mechanism to use.
     pub attach: AttachPolicy,
+    /// `addrs=`: the endpoint's addresses (a workload's, or the host's on this interface),
+    /// IPv4 and IPv6, in the order given, each once. Empty when not given.
+    pub addrs: Vec<Cidr>,
+    /// `labels=`: the endpoint's labels as (key, value), in the order given, keys unique.
+    /// Policies select endpoints by them.
+    pub labels: Vec<(String, String)>,
     /// The interface name in the config text.
     pub span: Span,
 }
@@ -587,5 +654,201 @@ pub struct LbExclude {
     /// Relative to the cgroup2 mount, normalised as [`CgroupAttach::path`].
     pub path: String,
     /// The path in the config text.
+    pub span: Span,
+}
+
+/// An `ipset` / `ipset-file` name: IPv4 and IPv6 networks that rules match with `set:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSet {
+    /// Letters, digits, `.`, `_`, `-`; up to 63 bytes.
+    pub name: String,
+    /// Every network, inline and from files, in the order given, each once (with the origin of
+    /// its first mention; an entry whose `origin.source` is the config's was written inline).
+    pub entries: Vec<(Cidr, Origin)>,
+    /// The `ipset-file` paths as written, with their spans (rendering prints these, not the
+    /// files' contents).
+    pub files: Vec<(PathBuf, Span)>,
+    /// The name at its first mention.
+    pub span: Span,
+}
+
+/// A `policy` statement: which endpoints it selects, in which directions, and where it stands
+/// among the policies. Its rules are the [`Rule`]s naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Letters, digits, `.`, `_`, `-`; up to 63 bytes; unique.
+    pub name: String,
+    /// Policies apply in ascending `order`, then by name.
+    pub order: u32,
+    /// The endpoints (interfaces, by their labels) the policy applies to.
+    pub selector: super::selector::Selector,
+    /// The policy applies to traffic into its endpoints: once selected for ingress by any
+    /// policy, what no rule allows is denied.
+    pub ingress: bool,
+    /// The same for traffic out of its endpoints.
+    pub egress: bool,
+    /// `audit`: what the policy would deny is reported, never dropped.
+    pub audit: bool,
+    /// The name in the config text.
+    pub span: Span,
+}
+
+impl Policy {
+    /// The default `order` of a policy that gives none.
+    pub const DEFAULT_ORDER: u32 = 1000;
+
+    /// Whether the policy applies in `direction`.
+    #[must_use]
+    pub const fn applies(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Ingress => self.ingress,
+            Direction::Egress => self.egress,
+        }
+    }
+}
+
+/// A direction, from the endpoint's point of view: a workload's ingress is what enters the
+/// workload (the host-side veth's TC egress hook), a host interface's ingress what arrives on
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Into the endpoint; the remote address is the packet's source.
+    Ingress,
+    /// Out of the endpoint; the remote address is the packet's destination.
+    Egress,
+}
+
+impl Direction {
+    /// The config-file spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    /// Accept the packet (stop).
+    Allow,
+    /// Drop the packet (stop).
+    Deny,
+    /// Record the packet and go on with the next rule.
+    Log,
+    /// Skip the rest of this policy; go on with the next policy.
+    Pass,
+}
+
+impl RuleAction {
+    /// The config-file spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Deny => "deny",
+            RuleAction::Log => "log",
+            RuleAction::Pass => "pass",
+        }
+    }
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// IP protocol numbers the config names (`proto=`).
+pub const PROTO_NAMES: &[(&str, u8)] = &[
+    ("tcp", 6),
+    ("udp", 17),
+    ("icmp", 1),
+    ("icmpv6", 58),
+    ("sctp", 132),
+];
+
+/// The config name of IP protocol `proto`, if it has one.
+#[must_use]
+pub fn proto_name(proto: u8) -> Option<&'static str> {
+    PROTO_NAMES
+        .iter()
+        .find(|(_, p)| *p == proto)
+        .map(|(n, _)| *n)
+}
+
+/// Whether packets of IP protocol `proto` carry the ports rules match (TCP, UDP, SCTP).
+#[must_use]
+pub const fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132)
+}
+
+/// Whether `proto` is ICMP or ICMPv6 (rules may match their type and code).
+#[must_use]
+pub const fn is_icmp(proto: u8) -> bool {
+    matches!(proto, 1 | 58)
+}
+
+/// One item of a rule's `remote=` list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Remote {
+    /// `!`: the remote address must *not* be in `target`.
+    pub negated: bool,
+    /// A network or a set.
+    pub target: RemoteTarget,
+}
+
+/// A network or a named set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RemoteTarget {
+    /// A CIDR (a bare address is a /32 or /128).
+    Net(Cidr),
+    /// `set:NAME`, an [`IpSet`].
+    Set(String),
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negated {
+            f.write_str("!")?;
+        }
+        match &self.target {
+            RemoteTarget::Net(cidr) => write!(f, "{cidr}"),
+            RemoteTarget::Set(name) => write!(f, "set:{name}"),
+        }
+    }
+}
+
+/// A `rule` statement. It matches a packet when every condition given holds: the protocol; the
+/// remote address is in one of the non-negated `remote` items (when there are any) and in none
+/// of the negated ones; the source and destination ports are in one of the listed ranges (when
+/// listed); the ICMP type (and code) are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// The policy the rule belongs to.
+    pub policy: String,
+    /// Which traffic the rule looks at.
+    pub direction: Direction,
+    /// What it does on a match.
+    pub action: RuleAction,
+    /// IP protocol number; `None` for `any`.
+    pub proto: Option<u8>,
+    /// `remote=` items in the order written (may be empty: any remote).
+    pub remote: Vec<Remote>,
+    /// `sport=` ranges (inclusive; empty: any); only with a protocol that has ports.
+    pub sport: Vec<(u16, u16)>,
+    /// `dport=` ranges (inclusive; empty: any); only with a protocol that has ports.
+    pub dport: Vec<(u16, u16)>,
+    /// `icmp-type=` and `icmp-code=`; only with `proto=icmp` or `proto=icmpv6`.
+    pub icmp: Option<(u8, Option<u8>)>,
+    /// The rule's policy name in the config text.
     pub span: Span,
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::diag::{show, ConfigError, Diagnostic, Sink, Span};
 use super::lexer::{lex_line, Opt, Word};
 use super::model::{AttachPolicy, CgroupAttach, Config, Interface, Role, XdpMode};
+use super::policy::{self, PolicyState};
 use super::prefilter::{self, PrefilterState};
 use super::service::{self, ServiceState};
 use super::suggest::did_you_mean;
@@ -41,10 +42,10 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
     StatementSpec {
         keyword: "interface",
         usage: "interface NAME [role=host|workload] [xdp=off|native|generic] [tc=on|off] \
-                [attach=auto|link|legacy]",
+                [attach=auto|link|legacy] [addrs=ADDR,...] [labels=KEY:VALUE,...]",
         args: &["an interface name"],
         rest: None,
-        options: &["role", "xdp", "tc", "attach"],
+        options: &["role", "xdp", "tc", "attach", "addrs", "labels"],
         apply: interface,
     },
     StatementSpec {
@@ -115,6 +116,57 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         options: &[],
         apply: service::lb_exclude,
     },
+    StatementSpec {
+        keyword: "ipset",
+        usage: "ipset NAME CIDR-OR-ADDRESS...",
+        args: &[
+            "a set name",
+            "at least one CIDR or address (e.g. 192.0.2.0/24, 2001:db8::/32)",
+        ],
+        rest: Some("more CIDRs or addresses"),
+        options: &[],
+        apply: policy::ipset,
+    },
+    StatementSpec {
+        keyword: "ipset-file",
+        usage: "ipset-file NAME PATH",
+        args: &[
+            "a set name",
+            "the path of a file with one CIDR or address per line",
+        ],
+        rest: None,
+        options: &[],
+        apply: policy::ipset_file,
+    },
+    StatementSpec {
+        keyword: "policy",
+        usage: "policy NAME selector=EXPR [order=N] [types=ingress|egress|ingress,egress] [audit]",
+        args: &["a policy name"],
+        rest: Some("'audit'"),
+        options: &["selector", "order", "types"],
+        apply: policy::policy,
+    },
+    StatementSpec {
+        keyword: "rule",
+        usage: "rule POLICY ingress|egress allow|deny|log|pass \
+                [proto=tcp|udp|icmp|icmpv6|sctp|any|N] [remote=CIDR|set:NAME|!CIDR|!set:NAME,...] \
+                [sport=P|LO-HI,...] [dport=P|LO-HI,...] [icmp-type=T] [icmp-code=C]",
+        args: &[
+            "a policy name",
+            "a direction (ingress or egress)",
+            "an action (allow, deny, log or pass)",
+        ],
+        rest: None,
+        options: &[
+            "proto",
+            "remote",
+            "sport",
+            "dport",
+            "icmp-type",
+            "icmp-code",
+        ],
+        apply: policy::rule,
+    },
 ];
 
 /// The config under construction plus what duplicate checks need.
@@ -131,6 +183,7 @@ pub(crate) struct Builder {
     cgroup_lines: HashMap<String, u32>,
     pub(super) prefilter: PrefilterState,
     pub(super) lb: ServiceState,
+    pub(super) policy: PolicyState,
 }
 
 /// Parses config `text`; `source` names it in diagnostics (a file name, or e.g. `"<embedded>"`).
@@ -161,6 +214,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         cgroup_lines: HashMap::new(),
         prefilter: PrefilterState::default(),
         lb: ServiceState::default(),
+        policy: PolicyState::default(),
     };
     for (index, raw) in text.split('\n').enumerate() {
         if sink.is_full() {
@@ -171,6 +225,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         sink.set_line(line);
         parse_line(line, line_no, &mut builder, &mut sink);
     }
+    policy::finish(&mut builder, &mut sink);
     prefilter::finish(&mut builder, &mut sink);
     if sink.count() > 0 {
         log::debug!("config {source}: {} error(s)", sink.count());
@@ -182,13 +237,16 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
     source.clone_into(&mut config.source);
     log::debug!(
         "config {source}: {} interface(s), {} cgroup(s), pin-dir {:?}, {} denied network(s) \
-         from {} file(s), {} failsafe port range(s)",
+         from {} file(s), {} failsafe port range(s), {} set(s), {} policies, {} rule(s)",
         config.interfaces.len(),
         config.cgroups.len(),
         config.pin_dir.as_ref().map(|(p, _)| p),
         config.prefilter.deny.len(),
         config.prefilter.files.len(),
-        config.failsafe_in.len()
+        config.failsafe_in.len(),
+        config.ipsets.len(),
+        config.policies.len(),
+        config.rules.len()
     );
     Ok(config)
 }
@@ -536,6 +594,14 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
         ],
         AttachPolicy::Auto,
     );
+    let addrs = statement
+        .option("addrs")
+        .map(|opt| policy::endpoint_addrs(opt, sink))
+        .unwrap_or_default();
+    let labels = statement
+        .option("labels")
+        .map(|opt| policy::endpoint_labels(opt, sink))
+        .unwrap_or_default();
     if let Err(why) = check_ifname(&name.text) {
         sink.error(
             name.span,
@@ -564,6 +630,8 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
         xdp,
         tc,
         attach,
+        addrs,
+        labels,
         span: name.span,
     });
 }
@@ -746,7 +814,11 @@ mod tests {
                 "prefilter",
                 "failsafe",
                 "service",
-                "lb"
+                "lb",
+                "ipset",
+                "ipset-file",
+                "policy",
+                "rule"
             ]
         );
     }

@@ -120,11 +120,11 @@ struct Checkpoint {
 }
 
 /// A problem inside one word: char offset and length within the word's text, message, hint.
-struct Problem {
-    start: usize,
-    len: usize,
-    message: String,
-    hint: String,
+pub(super) struct Problem {
+    pub(super) start: usize,
+    pub(super) len: usize,
+    pub(super) message: String,
+    pub(super) hint: String,
 }
 
 /// The span of chars `start..start + len` of `word`'s text; the whole word when it was quoted
@@ -138,7 +138,7 @@ fn sub_span(word: &Word, start: usize, len: usize) -> Span {
     Span::new(word.span.line, word.span.column.saturating_add(start), len)
 }
 
-fn report(sink: &mut Sink<'_>, word: &Word, problem: Problem) {
+pub(super) fn report(sink: &mut Sink<'_>, word: &Word, problem: Problem) {
     sink.error(
         sub_span(word, problem.start, problem.len),
         problem.message,
@@ -151,7 +151,7 @@ fn chars(text: &str) -> usize {
 }
 
 /// Explains why `text` is not a CIDR.
-fn cidr_problem(text: &str, error: CidrError) -> Problem {
+pub(super) fn cidr_problem(text: &str, error: CidrError) -> Problem {
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
@@ -276,67 +276,16 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
         .prefilter
         .files
         .push((PathBuf::from(&path.text), path.span));
-    let problem = if path.text.is_empty() {
-        Some("empty deny file path".to_owned())
-    } else if path.text.contains('\0') {
-        Some(format!(
-            "deny file path '{}' contains a NUL byte",
-            show(&path.text)
-        ))
-    } else {
-        None
-    };
-    if let Some(message) = problem {
-        sink.error(
-            path.span,
-            message,
-            Some("give the path of a file with one CIDR or address per line".to_owned()),
-        );
+    let Some((bytes, list_source)) = open_list(
+        path,
+        "deny file",
+        &builder.source,
+        builder.base_dir.as_deref(),
+        sink,
+    ) else {
         return;
-    }
-    let resolved = match &builder.base_dir {
-        Some(dir) => dir.join(&path.text),
-        None => PathBuf::from(&path.text),
     };
-    let list_source = resolved.display().to_string();
     let shared_source: std::sync::Arc<str> = list_source.as_str().into();
-    if list_source == builder.source {
-        sink.error(
-            path.span,
-            format!("deny file '{}' is this config file", show(&list_source)),
-            Some("name a separate file with one CIDR or address per line".to_owned()),
-        );
-        return;
-    }
-    let bytes = match read_regular_file(&resolved) {
-        Ok(bytes) => bytes,
-        Err(why) => {
-            let hint = if Path::new(&path.text).is_absolute() {
-                None
-            } else {
-                Some(match &builder.base_dir {
-                    Some(dir) if dir.as_os_str().is_empty() => {
-                        "a relative path starts at the config file's directory (here the \
-                         current directory)"
-                            .to_owned()
-                    }
-                    Some(dir) => format!(
-                        "a relative path starts at the config file's directory, {}",
-                        dir.display()
-                    ),
-                    None => "a relative path starts at the current directory (the config \
-                             text did not come from a file)"
-                        .to_owned(),
-                })
-            };
-            sink.error(
-                path.span,
-                format!("cannot read deny file '{}': {why}", show(&list_source)),
-                hint,
-            );
-            return;
-        }
-    };
     let note = format!(
         "included by 'prefilter deny-file' at {}:{}:{}",
         builder.source, path.span.line, path.span.column
@@ -383,6 +332,79 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
     checkpoint(state, path.span, sink.line_text());
 }
 
+/// Checks, resolves and reads the list file a statement names (`what`: "deny file", "ipset
+/// file"): a relative path starts at `base_dir` (the config file's directory), or the current
+/// directory when the text did not come from a file. Returns the bytes and the resolved path as
+/// diagnostics show it; reports a bad path or an unreadable file at `path` and returns `None`.
+pub(super) fn open_list(
+    path: &Word,
+    what: &str,
+    source: &str,
+    base_dir: Option<&Path>,
+    sink: &mut Sink<'_>,
+) -> Option<(Vec<u8>, String)> {
+    let problem = if path.text.is_empty() {
+        Some(format!("empty {what} path"))
+    } else if path.text.contains('\0') {
+        Some(format!(
+            "{what} path '{}' contains a NUL byte",
+            show(&path.text)
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        sink.error(
+            path.span,
+            message,
+            Some("give the path of a file with one CIDR or address per line".to_owned()),
+        );
+        return None;
+    }
+    let resolved = match base_dir {
+        Some(dir) => dir.join(&path.text),
+        None => PathBuf::from(&path.text),
+    };
+    let list_source = resolved.display().to_string();
+    if list_source == source {
+        sink.error(
+            path.span,
+            format!("{what} '{}' is this config file", show(&list_source)),
+            Some("name a separate file with one CIDR or address per line".to_owned()),
+        );
+        return None;
+    }
+    match read_regular_file(&resolved) {
+        Ok(bytes) => Some((bytes, list_source)),
+        Err(why) => {
+            let hint = if Path::new(&path.text).is_absolute() {
+                None
+            } else {
+                Some(match base_dir {
+                    Some(dir) if dir.as_os_str().is_empty() => {
+                        "a relative path starts at the config file's directory (here the \
+                         current directory)"
+                            .to_owned()
+                    }
+                    Some(dir) => format!(
+                        "a relative path starts at the config file's directory, {}",
+                        dir.display()
+                    ),
+                    None => "a relative path starts at the current directory (the config \
+                             text did not come from a file)"
+                        .to_owned(),
+                })
+            };
+            sink.error(
+                path.span,
+                format!("cannot read {what} '{}': {why}", show(&list_source)),
+                hint,
+            );
+            None
+        }
+    }
+}
+
 /// The largest deny-list file we read: far more than [`Prefilter::MAX_CAPACITY`] lines need.
 const MAX_LIST_BYTES: u64 = 1 << 30;
 
@@ -413,7 +435,7 @@ const fn is_blank(b: u8) -> bool {
 /// Calls `entry(cidr, line, column)` for each entry and `error(span, message, hint, line)` for
 /// each bad line; stops when `error` returns false. `lines` receives the number of lines read.
 /// Works on the bytes in place: no allocation per line.
-fn read_list(
+pub(super) fn read_list(
     bytes: &[u8],
     mut entry: impl FnMut(Cidr, u32, u32),
     mut error: impl FnMut(Span, String, String, &[u8]) -> bool,

@@ -1,11 +1,12 @@
 //! Prints a [`Config`] in canonical form: every option spelled out, `pin-dir` first, then
 //! interfaces, cgroups, the prefilter (capacity, inline deny entries, deny files), the
-//! failsafe ports, the services and the `lb exclude` cgroups, each in model order. Parsing the output gives the same settings.
+//! failsafe ports, the services, the `lb exclude` cgroups, the IP sets and the policies (each
+//! followed by its rules), each in model order. Parsing the output gives the same settings.
 
 use std::fmt::Write as _;
 
 use super::lexer::is_space;
-use super::model::{Cidr, Config};
+use super::model::{proto_name, Cidr, Config, Rule};
 
 /// Inline deny entries per rendered `prefilter deny` line.
 const DENY_PER_LINE: usize = 8;
@@ -28,7 +29,7 @@ pub fn render_config(config: &Config) -> String {
     }
     for i in &config.interfaces {
         // Writing to a String cannot fail.
-        let _ = writeln!(
+        let _ = write!(
             out,
             "interface {} role={} xdp={} tc={} attach={}",
             quote(&i.name),
@@ -37,6 +38,15 @@ pub fn render_config(config: &Config) -> String {
             if i.tc { "on" } else { "off" },
             i.attach
         );
+        if !i.addrs.is_empty() {
+            let addrs: Vec<String> = i.addrs.iter().map(ToString::to_string).collect();
+            let _ = write!(out, " addrs={}", addrs.join(","));
+        }
+        if !i.labels.is_empty() {
+            let labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            let _ = write!(out, " labels={}", labels.join(","));
+        }
+        out.push('\n');
     }
     for c in &config.cgroups {
         let _ = writeln!(out, "cgroup {} attach={}", quote(&c.path), c.attach);
@@ -100,7 +110,104 @@ pub fn render_config(config: &Config) -> String {
     for e in &config.lb_exclude {
         let _ = writeln!(out, "lb exclude {}", quote(&e.path));
     }
+    render_policy(config, &mut out);
     out
+}
+
+/// The sets (inline entries, then files), then each policy followed by its rules.
+fn render_policy(config: &Config, out: &mut String) {
+    for set in &config.ipsets {
+        let inline: Vec<&Cidr> = set
+            .entries
+            .iter()
+            .filter(|(_, origin)| *origin.source == *config.source)
+            .map(|(cidr, _)| cidr)
+            .collect();
+        for chunk in inline.chunks(DENY_PER_LINE) {
+            let _ = write!(out, "ipset {}", quote(&set.name));
+            for cidr in chunk {
+                let _ = write!(out, " {cidr}");
+            }
+            out.push('\n');
+        }
+        for (path, _) in &set.files {
+            let _ = writeln!(
+                out,
+                "ipset-file {} {}",
+                quote(&set.name),
+                quote(&path.to_string_lossy())
+            );
+        }
+    }
+    for policy in &config.policies {
+        let types = match (policy.ingress, policy.egress) {
+            (true, true) => "ingress,egress",
+            (false, true) => "egress",
+            _ => "ingress",
+        };
+        let _ = writeln!(
+            out,
+            "policy {} order={} selector={} types={types}{}",
+            quote(&policy.name),
+            policy.order,
+            quote(&policy.selector.to_string()),
+            if policy.audit { " audit" } else { "" }
+        );
+        for rule in config.rules.iter().filter(|r| r.policy == policy.name) {
+            render_rule(rule, out);
+        }
+    }
+}
+
+fn render_rule(rule: &Rule, out: &mut String) {
+    let ports = |ranges: &[(u16, u16)]| {
+        ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let _ = write!(
+        out,
+        "rule {} {} {}",
+        quote(&rule.policy),
+        rule.direction,
+        rule.action
+    );
+    match rule.proto {
+        None => out.push_str(" proto=any"),
+        Some(p) => match proto_name(p) {
+            Some(name) => {
+                let _ = write!(out, " proto={name}");
+            }
+            None => {
+                let _ = write!(out, " proto={p}");
+            }
+        },
+    }
+    if !rule.remote.is_empty() {
+        let items: Vec<String> = rule.remote.iter().map(ToString::to_string).collect();
+        let _ = write!(out, " remote={}", items.join(","));
+    }
+    if !rule.sport.is_empty() {
+        let _ = write!(out, " sport={}", ports(&rule.sport));
+    }
+    if !rule.dport.is_empty() {
+        let _ = write!(out, " dport={}", ports(&rule.dport));
+    }
+    if let Some((t, code)) = rule.icmp {
+        let _ = write!(out, " icmp-type={t}");
+        if let Some(c) = code {
+            let _ = write!(out, " icmp-code={c}");
+        }
+    }
+    out.push('\n');
 }
 
 /// `text` as one positional word: bare when that is unambiguous, else double-quoted.

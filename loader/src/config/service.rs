@@ -47,7 +47,7 @@ fn sub_span(word: &Word, start: usize, len: usize) -> Span {
     Span::new(word.span.line, word.span.column.saturating_add(start), len)
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("it is empty".to_owned());
     }
