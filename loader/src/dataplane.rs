@@ -299,6 +299,7 @@ impl Dataplane {
         let _lock = PinDirLock::take(&self.pin_dir)?;
         let mut maps = MapSet::pinned(&self.pin_dir);
         prefilter::set_capacities(&mut maps, cfg);
+        lb::set_capacities(&mut maps, cfg);
         let result = self.load_locked(objects, &desired, &mut maps, cfg);
         if result.is_err() {
             for pin in maps.created_pins() {
@@ -444,7 +445,10 @@ impl Dataplane {
             )));
         }
         let _lock = PinDirLock::take(&self.pin_dir)?;
-        let maps = MapSet::open_pinned(&self.pin_dir, |m| prefilter::set_capacities(m, cfg))?;
+        let maps = MapSet::open_pinned(&self.pin_dir, |m| {
+            prefilter::set_capacities(m, cfg);
+            lb::set_capacities(m, cfg);
+        })?;
         if !cfg.prefilter.deny.is_empty() && maps.get(prefilter::MAP_V4).is_none() {
             return Err(Error::Environment(format!(
                 "the config denies networks but the XDP prefilter is not loaded at {} \

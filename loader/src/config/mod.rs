@@ -38,8 +38,8 @@ mod tests;
 
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
-    AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, LbExclude,
-    Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
+    AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, LbCapacity,
+    LbExclude, Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

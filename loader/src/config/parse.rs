@@ -115,6 +115,14 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         options: &[],
         apply: service::lb_exclude,
     },
+    StatementSpec {
+        keyword: "lb capacity",
+        usage: "lb capacity [services=N] [backends=N] [slots=N]",
+        args: &[],
+        rest: None,
+        options: &["services", "backends", "slots"],
+        apply: service::lb_capacity,
+    },
 ];
 
 /// The config under construction plus what duplicate checks need.

@@ -528,7 +528,7 @@ pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut 
     }
 }
 
-fn capacity_value(opt: &Opt, sink: &mut Sink<'_>) -> Option<u32> {
+pub(super) fn capacity_value(opt: &Opt, sink: &mut Sink<'_>) -> Option<u32> {
     let (key, value) = (&opt.key.text, &opt.value);
     let range = format!("a number of entries from 1 to {}", Prefilter::MAX_CAPACITY);
     let message = if value.text.is_empty() {

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use super::diag::{show, Sink, Span};
 use super::lexer::Word;
-use super::model::{Backend, L4Proto, LbExclude, Service};
+use super::model::{Backend, L4Proto, LbCapacity, LbExclude, Service};
 use super::parse::{normalize_cgroup_path, Builder};
 use super::syntax::Statement;
 
@@ -34,6 +34,8 @@ pub(crate) struct ServiceState {
     vips: HashMap<(SocketAddr, L4Proto), u32>,
     /// Normalised excluded cgroup path → line.
     excluded: HashMap<String, u32>,
+    /// Line of the `lb capacity` statement.
+    capacity_line: Option<u32>,
 }
 
 /// The span of chars `start..start + len` of `word`'s text; the whole word when it was quoted
@@ -375,6 +377,45 @@ pub(crate) fn lb_exclude(statement: &Statement, builder: &mut Builder, sink: &mu
             path: normalized,
             span: path.span,
         });
+    }
+}
+
+/// `lb capacity [services=N] [backends=N] [slots=N]`.
+pub(crate) fn lb_capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
+    let keyword = statement.keyword.span;
+    if let Some(first) = builder.lb.capacity_line {
+        sink.error(
+            keyword,
+            format!("duplicate 'lb capacity' (first set on line {first})"),
+            Some("set services=, backends= and slots= in one statement".to_owned()),
+        );
+        return;
+    }
+    builder.lb.capacity_line = Some(keyword.line);
+    if statement.options.is_empty() {
+        let d = LbCapacity::default();
+        sink.error(
+            keyword,
+            "'lb capacity' needs services=N, backends=N or slots=N".to_owned(),
+            Some(format!(
+                "the defaults are services={} backends={} slots={}",
+                d.services, d.backends, d.slots
+            )),
+        );
+        return;
+    }
+    let cap = &mut builder.config.lb_capacity;
+    for (name, field) in [
+        ("services", &mut cap.services),
+        ("backends", &mut cap.backends),
+        ("slots", &mut cap.slots),
+    ] {
+        if let Some(n) = statement
+            .option(name)
+            .and_then(|o| super::prefilter::capacity_value(o, sink))
+        {
+            *field = n;
+        }
     }
 }
 

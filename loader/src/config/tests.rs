@@ -1644,3 +1644,29 @@ fn lb_exclude_errors() {
         ]
     );
 }
+
+#[test]
+fn lb_capacity() {
+    let c = ok("lb capacity services=131072 slots=300000");
+    assert_eq!(
+        (
+            c.lb_capacity.services,
+            c.lb_capacity.backends,
+            c.lb_capacity.slots
+        ),
+        (131_072, maps_schema::lb::DEFAULT_BACKENDS, 300_000)
+    );
+    assert!(render_config(&c).contains("lb capacity services=131072 backends=65536 slots=300000\n"));
+    assert_eq!(
+        one_error("lb capacity").message,
+        "'lb capacity' needs services=N, backends=N or slots=N"
+    );
+    assert_eq!(
+        one_error("lb capacity backends=1\nlb capacity slots=2").message,
+        "duplicate 'lb capacity' (first set on line 1)"
+    );
+    assert_eq!(
+        one_error("lb capacity services=0").message,
+        "capacity 0 for 'services' is out of range"
+    );
+}
