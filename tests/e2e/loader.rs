@@ -577,3 +577,24 @@ fn a_new_build_replaces_programs_in_place_through_links() {
 fn a_new_build_replaces_programs_in_place_through_netlink() {
     upgrade_in_place("upn", "legacy");
 }
+
+/// Needs util-linux `setpriv` (to drop capabilities from the bounding set before exec).
+#[test]
+fn without_its_capabilities_weir_refuses_and_names_them() {
+    require_root();
+    for cmd in ["status", "load", "unload", "verify"] {
+        let o = std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-net_admin,-sys_admin,-bpf"])
+            .arg(weir_exe())
+            .args(["--pin-dir", "/sys/fs/bpf/weir-never-created", cmd])
+            .output()
+            .expect("running setpriv (util-linux) to drop capabilities");
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {t}");
+        assert!(
+            t.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            "{cmd}: {t}"
+        );
+    }
+    assert!(!std::path::Path::new("/sys/fs/bpf/weir-never-created").exists());
+}

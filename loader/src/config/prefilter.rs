@@ -308,6 +308,17 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
         );
         return;
     }
+    if let Some(mode) = super::parse::world_writable(&resolved) {
+        sink.error(
+            path.span,
+            format!(
+                "deny file '{}' is writable by every user (mode {mode:o}): anyone could change what is denied",
+                show(&list_source)
+            ),
+            Some(format!("run `chmod o-w {}`", resolved.display())),
+        );
+        return;
+    }
     let bytes = match read_regular_file(&resolved) {
         Ok(bytes) => bytes,
         Err(why) => {

@@ -1670,3 +1670,34 @@ fn lb_capacity() {
         "capacity 0 for 'services' is out of range"
     );
 }
+
+#[test]
+fn files_every_user_may_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let list = dir.write("drop.txt", b"192.0.2.0/24\n");
+    let conf = dir.write("weir.conf", b"prefilter deny-file drop.txt\n");
+    assert!(parse_file(&conf).is_ok());
+
+    std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let d = &parse_file(&conf).unwrap_err().diagnostics[0];
+    assert_eq!(at(d), (1, 21, 8));
+    assert_eq!(
+        d.message,
+        format!(
+            "deny file '{}' is writable by every user (mode 666): anyone could change what is denied",
+            list.display()
+        )
+    );
+    assert_eq!(hint(d), format!("run `chmod o-w {}`", list.display()));
+
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o646)).unwrap();
+    let d = &parse_file(&conf).unwrap_err().diagnostics[0];
+    assert_eq!(d.span, Span::default());
+    assert!(
+        d.message.contains("is writable by every user (mode 646)"),
+        "{}",
+        d.message
+    );
+    assert_eq!(hint(d), format!("run `chmod o-w {}`", conf.display()));
+}
