@@ -117,3 +117,224 @@ fn the_static_binary_loads_from_a_root_with_nothing_else() {
     ok(root.weir(&sb.ns_b, &["--pin-dir", &pin, "unload"]));
     assert_eq!(residue(&sb), Vec::<String>::new());
 }
+
+/// ICMP echo request `seq` with identifier `id`, checksummed.
+fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"weir-hitless");
+    let mut sum: u32 = m
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    m
+}
+
+/// Needs: XDP link and TCX link updates (kernel 6.6+), raw ICMP sockets (root).
+#[test]
+fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nix::sys::socket::{
+        recvfrom, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+        SockaddrIn,
+    };
+    use weir::Dataplane;
+
+    const UPGRADES: usize = 20;
+    let sb = sandbox("hit");
+    let text = format!(
+        "interface {} role=host xdp=native tc=on\ncgroup {}\nprefilter deny 192.0.2.0/24\n\
+         service web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n",
+        sb.veth_b, sb.cgroup
+    );
+    let cfg = weir::config::parse("t", &text).expect("config");
+    let current = Dataplane::new(sb.pin_dir.clone());
+    let next = Dataplane::with_objects(
+        sb.pin_dir.clone(),
+        vec![
+            (
+                "upgrade.o".into(),
+                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
+            ),
+            (
+                "sock_addr.o".into(),
+                include_bytes!("../../programs/sock_addr.o").to_vec(),
+            ),
+        ],
+    );
+    sb.in_b(|| current.load(&cfg)).unwrap().expect("first load");
+
+    // A TCP stream from a to b (about 200 MB/s), checked byte for byte by the receiver.
+    let listener = sb
+        .in_b(|| TcpListener::bind((ADDR_B4, 7100)))
+        .unwrap()
+        .expect("listen");
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let rx = {
+        let received = received.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 8192];
+            let mut at: u64 = 0;
+            loop {
+                let n = conn.read(&mut buf).map_err(|e| format!("receiver: {e}"))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                for b in &buf[..n] {
+                    if *b != (at % 251) as u8 {
+                        return Err(format!("byte {at} corrupted"));
+                    }
+                    at += 1;
+                }
+                received.store(at, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut stream = sb
+        .in_a(|| TcpStream::connect(SocketAddr::from((ADDR_B4, 7100))))
+        .unwrap()
+        .expect("connect");
+    let tx = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut sent: u64 = 0;
+            let mut block = vec![0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                for b in block.iter_mut() {
+                    *b = (sent % 251) as u8;
+                    sent += 1;
+                }
+                stream
+                    .write_all(&block)
+                    .map_err(|e| format!("sender, after {sent} bytes: {e}"))?;
+                // Steady, not flat out: the tests run in parallel on few cores.
+                if sent.is_multiple_of(64 * 4096) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(sent)
+        })
+    };
+
+    // A ping flood from a to b: one echo request per millisecond, every reply counted.
+    let icmp = sb
+        .in_a(|| {
+            socket(
+                AddressFamily::Inet,
+                SockType::Raw,
+                SockFlag::empty(),
+                SockProtocol::Icmp,
+            )
+        })
+        .unwrap()
+        .expect("raw ICMP socket");
+    let id = (std::process::id() & 0xffff) as u16;
+    let replies = Arc::new(AtomicU64::new(0));
+    let pinger = {
+        let (stop, replies) = (stop.clone(), replies.clone());
+        std::thread::spawn(move || -> u64 {
+            use std::os::fd::AsRawFd;
+            let to = SockaddrIn::from(std::net::SocketAddrV4::new(ADDR_B4, 0));
+            let reader = {
+                let fd = icmp.as_raw_fd();
+                let replies = replies.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    let mut idle = 0;
+                    while idle < 1000 {
+                        // Non-blocking reads: the flood's end is seen as a second of silence.
+                        match recvfrom::<SockaddrIn>(fd, &mut buf) {
+                            Ok((n, _)) if n >= 28 => {
+                                let ihl = usize::from(buf[0] & 0xf) * 4;
+                                let icmp = &buf[ihl..n];
+                                if icmp.len() >= 8
+                                    && icmp[0] == 0
+                                    && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+                                {
+                                    replies.fetch_add(1, Ordering::Relaxed);
+                                }
+                                idle = 0;
+                            }
+                            _ => {
+                                if stop.load(Ordering::Relaxed) {
+                                    idle += 1;
+                                }
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                })
+            };
+            nix::fcntl::fcntl(
+                icmp.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .expect("non-blocking");
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let m = echo_request(id, sent as u16);
+                if sendto(icmp.as_raw_fd(), &m, &to, MsgFlags::empty()).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reader.join().expect("reader");
+            sent
+        })
+    };
+
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..UPGRADES {
+        let (dp, what) = if i % 2 == 0 {
+            (&next, "the next build")
+        } else {
+            (&current, "the current build")
+        };
+        let report = sb
+            .in_b(|| dp.load(&cfg))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("upgrade {i} to {what}: {e}"));
+        let replaced = report
+            .attachments
+            .iter()
+            .filter(|(_, _, c)| *c == weir::dataplane::Change::Replaced)
+            .count();
+        assert_eq!(
+            replaced, 3,
+            "upgrade {i}: xdp and both tc hooks replaced: {report}"
+        );
+        assert!(report.maps_created.is_empty(), "upgrade {i}: {report}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let sent_bytes = tx
+        .join()
+        .unwrap()
+        .expect("the TCP stream broke during the upgrades");
+    rx.join().unwrap().expect("receiver");
+    let pings = pinger.join().unwrap();
+    let got = replies.load(Ordering::Relaxed);
+    eprintln!(
+        "{UPGRADES} upgrades: {sent_bytes} TCP bytes delivered in order, {got} of {pings} pings answered"
+    );
+    assert_eq!(received.load(Ordering::Relaxed), sent_bytes);
+    assert!(pings > 500, "the flood ran: {pings}");
+    assert_eq!(got, pings, "ping replies lost during the upgrades");
+
+    sb.in_b(|| current.unload()).unwrap().expect("unload");
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
