@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR};
+use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR, PENDING_DIR};
 use crate::config::{Config, XdpMode};
 use crate::contents::Undo;
 use crate::embedded;
@@ -413,7 +413,9 @@ impl Dataplane {
     /// The attachment points weir has pins for.
     fn pinned_points(&self) -> Result<Vec<AttachPoint>, Error> {
         let mut seen = BTreeMap::new();
-        for sub in [LINKS_DIR, LEGACY_DIR] {
+        // A pending pin stands for an attachment a killed weir may have made: detaching it
+        // settles that first.
+        for sub in [LINKS_DIR, LEGACY_DIR, PENDING_DIR] {
             for name in list_dir(&self.pin_dir.join(sub))? {
                 if let Some(point) = AttachPoint::from_pin_name(&name) {
                     seen.insert(point.pin_name(), point);
@@ -565,7 +567,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
 
 /// Removes the pin dir: map pins, then the (now empty) directories.
 fn remove_tree(dir: &Path) -> Result<(), Error> {
-    for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR] {
+    for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR, PENDING_DIR] {
         let p = dir.join(sub);
         for name in list_dir(&p)? {
             if sub == MAPS_DIR && maps::parse_pin_name(&name).is_none() {

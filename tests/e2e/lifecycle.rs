@@ -338,3 +338,126 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
     sb.in_b(|| current.unload()).unwrap().expect("unload");
     assert_eq!(residue(&sb), Vec::<String>::new());
 }
+
+/// What a converged dataplane looks like, for comparing runs: attachments (pin → program name),
+/// the deny list and the services.
+fn shape(st: &weir::status::Status) -> (Vec<(String, String)>, Vec<String>, Vec<String>) {
+    let mut attachments: Vec<(String, String)> = st
+        .attachments
+        .iter()
+        .map(|a| (a.pin.clone(), a.prog_name.clone()))
+        .collect();
+    attachments.sort();
+    let mut deny: Vec<String> = st.deny_hits.iter().map(|(c, _)| c.clone()).collect();
+    deny.sort();
+    let mut services: Vec<String> = st.services.iter().map(|s| s.to_string()).collect();
+    services.sort();
+    (attachments, deny, services)
+}
+
+/// `weir args...` in the sandbox, SIGKILLed after `delay` unless it finished first.
+fn killed_after(sb: &weir::sandbox::Sandbox, args: &[&str], delay: std::time::Duration) -> bool {
+    let pin = sb.pin_dir.to_string_lossy().into_owned();
+    let mut child = Command::new(weir_exe())
+        .args(["--netns", sb.ns_b.as_str(), "--pin-dir", pin.as_str()])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning weir");
+    std::thread::sleep(delay);
+    let finished = child.try_wait().expect("wait").is_some();
+    if !finished {
+        let _ = child.kill(); // SIGKILL
+    }
+    let _ = child.wait();
+    !finished
+}
+
+/// Kills `weir load`, `weir apply` and `weir unload` at spread-out points, each followed by a
+/// `weir load` that must converge to exactly the configured dataplane (or an unload that must
+/// leave nothing).
+fn killed_commands_converge(tag: &str, attach: &str) {
+    use std::time::Instant;
+    const KILLS: u32 = 24;
+    let sb = sandbox(tag);
+    let list = |n: u32, base: u8| -> String {
+        (0..n)
+            .map(|i| format!("{base}.{}.{}.0/24", i / 200, i % 200))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let body = |deny: &str| {
+        format!(
+            "interface {} role=host xdp=native tc=on attach={attach}\ncgroup {}\n\
+             prefilter deny {deny}\nservice web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n",
+            sb.veth_b, sb.cgroup
+        )
+    };
+    let old = ConfigFile::new(&sb, &body(&list(3000, 10)));
+    let new = ConfigFile::new(&sb, &body(&list(3000, 11)));
+    // The reference: a clean load of each config, and how long a cold load takes.
+    let t = Instant::now();
+    ok(weir_in(&sb, &["load", "--config", &old.arg()]));
+    let cold = t.elapsed();
+    let want_old = shape(&status(&sb));
+    ok(weir_in(&sb, &["apply", &new.arg()]));
+    let want_new = shape(&status(&sb));
+    assert_ne!(want_old, want_new);
+    ok(weir_in(&sb, &["unload"]));
+
+    let mut killed = 0;
+    for i in 0..KILLS {
+        // Kill points spread over a whole command, from its first instructions to its end.
+        let delay = cold * (i % 12) / 11;
+        let (args, want): (Vec<String>, _) = if i % 3 == 2 {
+            // A killed apply on a loaded dataplane.
+            ok(weir_in(&sb, &["load", "--config", &old.arg()]));
+            (vec!["apply".into(), new.arg()], &want_new)
+        } else {
+            (vec!["load".into(), "--config".into(), new.arg()], &want_new)
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        killed += u32::from(killed_after(&sb, &args, delay));
+        let out = weir_in(&sb, &["load", "--config", &new.arg()]);
+        assert!(
+            out.status.success(),
+            "kill {i} ({args:?} after {delay:?}): the next load did not converge:\n{}",
+            text(&out)
+        );
+        assert_eq!(
+            &shape(&status(&sb)),
+            want,
+            "kill {i} ({args:?} after {delay:?})"
+        );
+        if i % 2 == 0 {
+            // Every other time an unload is killed too; the next unload must still leave nothing.
+            if i % 4 == 0 {
+                killed_after(&sb, &["unload"], delay / 4);
+            }
+            ok(weir_in(&sb, &["unload"]));
+            assert_eq!(residue(&sb), Vec::<String>::new(), "kill {i}");
+        }
+    }
+    eprintln!(
+        "{tag}: {killed} of {KILLS} commands killed mid-way (cold load {cold:?}), each converged"
+    );
+    assert!(
+        killed >= KILLS / 2,
+        "too few kills landed mid-command: {killed}"
+    );
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}
+
+/// Needs: XDP and TCX links, cgroup links.
+#[test]
+fn sigkilled_loads_and_applies_converge_through_links() {
+    killed_commands_converge("kil", "link");
+}
+
+/// Needs: netlink XDP and clsact + cls_bpf.
+#[test]
+fn sigkilled_loads_and_applies_converge_through_netlink() {
+    killed_commands_converge("kin", "legacy");
+}
