@@ -58,6 +58,9 @@ pub struct LoadReport {
     pub maps_created: Vec<String>,
     /// Maps reused from pins (contents kept).
     pub maps_reused: Vec<String>,
+    /// Maps whose pinned layout version differed: `(map, old version, new version)`. The new
+    /// map was filled from the config and the old pin removed (counters in it restart).
+    pub maps_rebuilt: Vec<(String, u32, u32)>,
     /// What changed in the prefilter's deny lists and failsafes.
     pub prefilter: PrefilterChange,
     /// What changed in the load-balancing maps (services, backends, exclusions).
@@ -93,6 +96,12 @@ impl fmt::Display for LoadReport {
         }
         if !self.maps_reused.is_empty() {
             writeln!(f, "maps reused: {}", self.maps_reused.join(", "))?;
+        }
+        for (map, old, new) in &self.maps_rebuilt {
+            writeln!(
+                f,
+                "map {map}: layout v{old} -> v{new}: rebuilt from the config (its counters restart), the v{old} map unpinned"
+            )?;
         }
         if !self.prefilter.is_noop() {
             writeln!(f, "{}", self.prefilter)?;
@@ -395,6 +404,15 @@ impl Dataplane {
             }
             writes.rollback(maps);
             return Err(e);
+        }
+
+        // The new programs run on the new maps now: maps of another layout version go.
+        for (name, version, pin) in maps.superseded() {
+            attach::remove_pin(pin)?;
+            let new = maps_schema::find(name).map_or(0, |d| d.layout_version);
+            report
+                .maps_rebuilt
+                .push(((*name).to_owned(), *version, new));
         }
 
         // Attachments pinned earlier that the config no longer asks for.

@@ -461,3 +461,56 @@ fn sigkilled_loads_and_applies_converge_through_links() {
 fn sigkilled_loads_and_applies_converge_through_netlink() {
     killed_commands_converge("kin", "legacy");
 }
+
+/// Needs: XDP link updates. A map pinned with another layout version (as an older weir leaves
+/// it) is rebuilt from the config by `weir load`, and the programs move to the new map.
+#[test]
+fn a_map_of_another_layout_version_is_rebuilt_from_the_config() {
+    use weir::sandbox::ADDR_A4;
+    let sb = sandbox("lay");
+    let cfg = ConfigFile::new(
+        &sb,
+        &format!(
+            "interface {} role=host xdp=native tc=on\nprefilter deny 192.0.2.0/24 {ADDR_A4}\n",
+            sb.veth_b
+        ),
+    );
+    ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    // What an older weir would have left: the same map under another layout version.
+    let maps = sb.pin_dir.join("maps");
+    std::fs::rename(maps.join("prefilter_v4@v2"), maps.join("prefilter_v4@v1")).unwrap();
+
+    let out = weir_in(&sb, &["apply", &cfg.arg()]);
+    let t = text(&out);
+    assert!(
+        !out.status.success(),
+        "apply must not write into a map of another layout: {t}"
+    );
+    assert!(
+        t.contains("layout version 1") && t.contains("run `weir load`"),
+        "{t}"
+    );
+
+    let out = ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(
+        out.contains("map prefilter_v4: layout v1 -> v2: rebuilt from the config"),
+        "{out}"
+    );
+    assert!(
+        out.contains("xdp_prefilter replaced"),
+        "the program moves to the new map: {out}"
+    );
+    assert!(!maps.join("prefilter_v4@v1").exists());
+    assert!(maps.join("prefilter_v4@v2").exists());
+    // The running program counts against the rebuilt map's entries.
+    send_udp(&sb, std::net::SocketAddr::from((ADDR_B4, 9)), 3);
+    let st = status(&sb);
+    let hits = st
+        .deny_hits
+        .iter()
+        .find(|(c, _)| *c == format!("{ADDR_A4}/32"))
+        .map(|(_, h)| *h);
+    assert_eq!(hits, Some(3), "{st}");
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
+}

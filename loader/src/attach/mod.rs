@@ -278,15 +278,18 @@ pub(crate) fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), Error> {
     bpf::obj_pin(fd, path).map_err(|e| Error::bpf(format!("pinning at {}", path.display()), e))
 }
 
-/// The tag of the program with id `id`, if it still exists.
-pub(crate) fn prog_tag(id: u32) -> Result<Option<[u8; 8]>, Error> {
+/// Whether the program with id `id` (an attached one) is `prog` already: the same code (tag)
+/// on the same maps. A program that is gone is not.
+pub(crate) fn runs_already(id: u32, prog: &LoadedProgram) -> Result<bool, Error> {
     match bpf::prog_fd_by_id(id) {
-        Ok(fd) => Ok(Some(
-            bpf::prog_info(fd.as_fd())
-                .map_err(|e| Error::bpf(format!("prog id {id}"), e))?
-                .tag,
-        )),
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Ok(fd) => {
+            let info =
+                bpf::prog_info(fd.as_fd()).map_err(|e| Error::bpf(format!("prog id {id}"), e))?;
+            let mut maps = info.map_ids;
+            maps.sort_unstable();
+            Ok(info.tag == prog.tag && maps == prog.map_ids)
+        }
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(Error::bpf(format!("prog id {id}"), e)),
     }
 }
@@ -312,7 +315,7 @@ pub(crate) fn reuse_pinned_link(
             return Ok(None);
         }
     };
-    if prog_tag(info.prog_id)? == Some(prog.tag) {
+    if runs_already(info.prog_id, prog)? {
         return Ok(Some(Outcome::Unchanged));
     }
     let previous = bpf::prog_fd_by_id(info.prog_id)

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use super::xdp::ifindex;
 use super::{
-    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin,
-    reuse_pinned_link, settle_pending, use_link, Outcome, Pins, LEGACY_DIR,
+    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, remove_pin, reuse_pinned_link,
+    runs_already, settle_pending, use_link, Outcome, Pins, LEGACY_DIR,
 };
 use crate::config::AttachPolicy;
 use crate::error::Error;
@@ -91,7 +91,7 @@ pub(crate) fn attach(
     {
         match (f.prog_id, ours_legacy) {
             (Some(id), Some(our)) if id == our => {
-                if prog_tag(id)? == Some(prog.tag) {
+                if runs_already(id, prog)? {
                     return Ok(Outcome::Unchanged);
                 }
                 let previous = bpf::prog_fd_by_id(id).map_err(|e| Error::bpf(format!("prog id {id}"), e))?;

@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::{
-    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin,
+    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, remove_pin, runs_already,
     settle_pending, use_link, Outcome, Pins,
 };
 use crate::config::AttachPolicy;
@@ -96,7 +96,7 @@ pub(crate) fn attach(
             ));
         };
         if state.attached == want_attached {
-            if prog_tag(current)? == Some(prog.tag) {
+            if runs_already(current, prog)? {
                 log::debug!("{target}: xdp prog id {current} already runs this code");
                 return Ok(Outcome::Unchanged);
             }
