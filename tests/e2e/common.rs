@@ -221,3 +221,22 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
     }
     left
 }
+
+/// "The next version" of weir for upgrade tests: programs/tests/upgrade.o (xdp_prefilter,
+/// tc_ingress and tc_egress with the same names and maps but other code) and the embedded
+/// sock_addr.o, loading into `sb`'s pin dir.
+pub fn next_build(sb: &Sandbox) -> Dataplane {
+    Dataplane::with_objects(
+        sb.pin_dir.clone(),
+        vec![
+            (
+                "upgrade.o".into(),
+                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
+            ),
+            (
+                "sock_addr.o".into(),
+                include_bytes!("../../programs/sock_addr.o").to_vec(),
+            ),
+        ],
+    )
+}

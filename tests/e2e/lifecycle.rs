@@ -159,19 +159,7 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
     );
     let cfg = weir::config::parse("t", &text).expect("config");
     let current = Dataplane::new(sb.pin_dir.clone());
-    let next = Dataplane::with_objects(
-        sb.pin_dir.clone(),
-        vec![
-            (
-                "upgrade.o".into(),
-                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
-            ),
-            (
-                "sock_addr.o".into(),
-                include_bytes!("../../programs/sock_addr.o").to_vec(),
-            ),
-        ],
-    );
+    let next = next_build(&sb);
     sb.in_b(|| current.load(&cfg)).unwrap().expect("first load");
 
     // A TCP stream from a to b (about 200 MB/s), checked byte for byte by the receiver.

@@ -491,19 +491,7 @@ fn upgrade_in_place(tag: &str, attach: &str) {
     let before = status(&sb);
 
     let parsed = weir::config::parse("t", &cfg_text).expect("config");
-    let next = Dataplane::with_objects(
-        sb.pin_dir.clone(),
-        vec![
-            (
-                "upgrade.o".into(),
-                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
-            ),
-            (
-                "sock_addr.o".into(),
-                include_bytes!("../../programs/sock_addr.o").to_vec(),
-            ),
-        ],
-    );
+    let next = next_build(&sb);
     let report = sb
         .in_b(|| next.load(&parsed))
         .expect("netns")

@@ -499,43 +499,75 @@ fn read_list(
 
 /// `prefilter capacity [v4=N] [v6=N] [v4-chunks=N]`
 pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
+    let prefilter = &mut builder.config.prefilter;
+    capacity_statement(
+        statement,
+        sink,
+        &mut builder.prefilter.capacity_line,
+        &mut [
+            (
+                "v4",
+                &mut prefilter.capacity_v4,
+                Prefilter::DEFAULT_CAPACITY_V4,
+            ),
+            (
+                "v6",
+                &mut prefilter.capacity_v6,
+                Prefilter::DEFAULT_CAPACITY_V6,
+            ),
+            (
+                "v4-chunks",
+                &mut prefilter.chunks_v4,
+                Prefilter::DEFAULT_CHUNKS_V4,
+            ),
+        ],
+    );
+}
+
+/// A `… capacity NAME=N…` statement (`prefilter capacity`, `lb capacity`): given once
+/// (`first_line` remembers where), with at least one of `fields` (option, value set, default).
+pub(super) fn capacity_statement(
+    statement: &Statement,
+    sink: &mut Sink<'_>,
+    first_line: &mut Option<u32>,
+    fields: &mut [(&str, &mut u32, u32)],
+) {
     let keyword = statement.keyword.span;
-    if let Some(first) = builder.prefilter.capacity_line {
+    let name = &statement.keyword.text;
+    let names: Vec<String> = fields.iter().map(|(o, _, _)| format!("{o}=")).collect();
+    if let Some(first) = *first_line {
         sink.error(
             keyword,
-            format!("duplicate 'prefilter capacity' (first set on line {first})"),
-            Some("set v4= and v6= in one statement".to_owned()),
+            format!("duplicate '{name}' (first set on line {first})"),
+            Some(format!("set {} in one statement", names.join(", "))),
         );
         return;
     }
-    builder.prefilter.capacity_line = Some(keyword.line);
-    let (v4, v6) = (statement.option("v4"), statement.option("v6"));
+    *first_line = Some(keyword.line);
     // Unknown options are reported already; this is for a statement without any.
     if statement.options.is_empty() {
+        let mut needs: Vec<String> = fields.iter().map(|(o, _, _)| format!("{o}=N")).collect();
+        let last = needs.pop().unwrap_or_default();
+        let needs = if needs.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", needs.join(", "))
+        };
+        let defaults: Vec<String> = fields.iter().map(|(o, _, d)| format!("{o}={d}")).collect();
         sink.error(
             keyword,
-            "'prefilter capacity' needs v4=N, v6=N or v4-chunks=N".to_owned(),
-            Some(format!(
-                "the defaults are v4={} v6={} v4-chunks={}",
-                Prefilter::DEFAULT_CAPACITY_V4,
-                Prefilter::DEFAULT_CAPACITY_V6,
-                Prefilter::DEFAULT_CHUNKS_V4
-            )),
+            format!("'{name}' needs {needs}"),
+            Some(format!("the defaults are {}", defaults.join(" "))),
         );
         return;
     }
-    let prefilter = &mut builder.config.prefilter;
-    if let Some(n) = v4.and_then(|o| capacity_value(o, sink)) {
-        prefilter.capacity_v4 = n;
-    }
-    if let Some(n) = v6.and_then(|o| capacity_value(o, sink)) {
-        prefilter.capacity_v6 = n;
-    }
-    if let Some(n) = statement
-        .option("v4-chunks")
-        .and_then(|o| capacity_value(o, sink))
-    {
-        prefilter.chunks_v4 = n;
+    for (option, value, _) in fields.iter_mut() {
+        if let Some(n) = statement
+            .option(option)
+            .and_then(|o| capacity_value(o, sink))
+        {
+            **value = n;
+        }
     }
 }
 

@@ -382,41 +382,18 @@ pub(crate) fn lb_exclude(statement: &Statement, builder: &mut Builder, sink: &mu
 
 /// `lb capacity [services=N] [backends=N] [slots=N]`.
 pub(crate) fn lb_capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
-    let keyword = statement.keyword.span;
-    if let Some(first) = builder.lb.capacity_line {
-        sink.error(
-            keyword,
-            format!("duplicate 'lb capacity' (first set on line {first})"),
-            Some("set services=, backends= and slots= in one statement".to_owned()),
-        );
-        return;
-    }
-    builder.lb.capacity_line = Some(keyword.line);
-    if statement.options.is_empty() {
-        let d = LbCapacity::default();
-        sink.error(
-            keyword,
-            "'lb capacity' needs services=N, backends=N or slots=N".to_owned(),
-            Some(format!(
-                "the defaults are services={} backends={} slots={}",
-                d.services, d.backends, d.slots
-            )),
-        );
-        return;
-    }
+    let d = LbCapacity::default();
     let cap = &mut builder.config.lb_capacity;
-    for (name, field) in [
-        ("services", &mut cap.services),
-        ("backends", &mut cap.backends),
-        ("slots", &mut cap.slots),
-    ] {
-        if let Some(n) = statement
-            .option(name)
-            .and_then(|o| super::prefilter::capacity_value(o, sink))
-        {
-            *field = n;
-        }
-    }
+    super::prefilter::capacity_statement(
+        statement,
+        sink,
+        &mut builder.lb.capacity_line,
+        &mut [
+            ("services", &mut cap.services, d.services),
+            ("backends", &mut cap.backends, d.backends),
+            ("slots", &mut cap.slots, d.slots),
+        ],
+    );
 }
 
 #[cfg(test)]
