@@ -440,6 +440,33 @@ pub(crate) fn detach_link_pin(path: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    /// What a kernel without a link kind gets: auto falls back to netlink, `attach=link` is an
+    /// error naming the missing feature, `attach=legacy` does not even probe.
+    #[test]
+    fn a_missing_link_kind_falls_back_or_is_named() {
+        assert!(!use_link(AttachPolicy::Auto, || false, "TCX", "interface x").unwrap());
+        assert!(use_link(AttachPolicy::Auto, || true, "TCX", "interface x").unwrap());
+        assert!(use_link(AttachPolicy::Link, || true, "TCX", "interface x").unwrap());
+        let e = use_link(AttachPolicy::Link, || false, "XDP bpf_link", "interface x").unwrap_err();
+        let Error::Feature { feature, problem } = &e else {
+            panic!("want Error::Feature, got {e:?}");
+        };
+        assert_eq!(feature, "XDP bpf_link");
+        assert!(problem.starts_with("interface x: attach=link"), "{problem}");
+        assert!(e.to_string().contains("XDP bpf_link"), "{e}");
+        let probed = std::cell::Cell::new(false);
+        let legacy = use_link(
+            AttachPolicy::Legacy,
+            || {
+                probed.set(true);
+                true
+            },
+            "TCX",
+            "interface x",
+        );
+        assert!(!legacy.unwrap() && !probed.get());
+    }
+
     #[test]
     fn pin_names_round_trip_and_escape_cgroup_paths() {
         let points = [
