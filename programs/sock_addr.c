@@ -67,6 +67,15 @@ static __always_inline int lb_excluded(void)
 	return 0;
 }
 
+/* One more connection (or datagram) for a backend: user space creates its counter with it. */
+static __always_inline void lb_count(__u32 backend_id)
+{
+	struct weir_counter *c = bpf_map_lookup_elem(&lb_stats, &backend_id);
+
+	if (c)
+		c->packets += 1; /* per-CPU: no atomics */
+}
+
 /*
  * Chooses the backend for a connection or datagram to `key`; on LB_REWRITE `*out` holds it.
  * The exclusion walk only runs for service destinations, so other traffic pays one lookup.
@@ -127,7 +136,7 @@ static __always_inline int lb_pick(void *ctx, const struct weir_lb_svc_key *key,
 
 		bpf_map_update_elem(&lb_affinity, &akey, &val, BPF_ANY);
 	}
-	weir_count_array(&lb_stats, backend_id);
+	lb_count(backend_id);
 	*out = *be;
 	return LB_REWRITE;
 }

@@ -188,7 +188,27 @@ pub fn run(argv: &[String]) -> i32 {
     }
 }
 
+/// Refuses to go on without the capabilities every command needs (even `verify` loads programs
+/// into the kernel verifier): failing later would be a bare EPERM from whichever call came first.
+fn check_capabilities(cmd: &str) -> Result<(), Error> {
+    use crate::sys::caps;
+    let wanted = [caps::CAP_BPF, caps::CAP_NET_ADMIN, caps::CAP_SYS_ADMIN];
+    let missing = caps::missing_here(&wanted)
+        .map_err(|e| Error::io("reading the capabilities of this process", e))?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+    Err(Error::Environment(format!(
+        "missing capabilities {}: `weir {cmd}` loads or reads BPF programs and maps, attaches them \
+         to interfaces and cgroups and uses bpffs; run it as root (or grant CAP_BPF, CAP_NET_ADMIN \
+         and CAP_SYS_ADMIN, e.g. AmbientCapabilities= in its systemd unit)",
+        names.join(", ")
+    )))
+}
+
 fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
+    check_capabilities(cmd)?;
     if cmd == "demo" {
         return crate::demo::run(&mut std::io::stdout());
     }
@@ -257,6 +277,54 @@ fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The init-system files in loader/init call weir with arguments it accepts: the command
+    /// each hook runs, as parsed.
+    #[test]
+    fn init_files_call_weir_with_valid_arguments() {
+        let parsed = |line: &str| -> (String, Args) {
+            let argv: Vec<String> = line
+                .split_whitespace()
+                .skip(1) // the binary
+                .map(|w| {
+                    w.trim_matches('"')
+                        .replace("$WEIR_CONFIG", "/etc/weir/weir.conf")
+                })
+                .collect();
+            let a = parse_args(&argv).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            (a.command.clone().unwrap_or_default(), a)
+        };
+        let unit = include_str!("../init/weir.service");
+        let mut hooks = Vec::new();
+        for line in unit.lines() {
+            if let Some((key, cmd)) = line.split_once('=') {
+                if key.starts_with("Exec") {
+                    hooks.push((key.to_owned(), parsed(cmd).0));
+                }
+            }
+        }
+        assert_eq!(
+            hooks,
+            [
+                ("ExecStart".to_owned(), "load".to_owned()),
+                ("ExecReload".to_owned(), "apply".to_owned()),
+                ("ExecStop".to_owned(), "unload".to_owned())
+            ]
+        );
+        let openrc = include_str!("../init/weir.openrc");
+        let cmds: Vec<String> = openrc
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("\"$command\""))
+            .map(|l| parsed(l).0)
+            .collect();
+        assert_eq!(cmds, ["load", "apply", "unload"]);
+        let (_, a) = parsed("weir load --config $WEIR_CONFIG");
+        assert_eq!(
+            a.config.as_deref(),
+            Some(std::path::Path::new("/etc/weir/weir.conf"))
+        );
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()

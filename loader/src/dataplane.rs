@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR};
+use crate::attach::{self, AttachPoint, Desired, Outcome, LEGACY_DIR, LINKS_DIR, PENDING_DIR};
 use crate::config::{Config, XdpMode};
 use crate::contents::Undo;
 use crate::embedded;
@@ -58,6 +58,9 @@ pub struct LoadReport {
     pub maps_created: Vec<String>,
     /// Maps reused from pins (contents kept).
     pub maps_reused: Vec<String>,
+    /// Maps whose pinned layout version differed: `(map, old version, new version)`. The new
+    /// map was filled from the config and the old pin removed (counters in it restart).
+    pub maps_rebuilt: Vec<(String, u32, u32)>,
     /// What changed in the prefilter's deny lists and failsafes.
     pub prefilter: PrefilterChange,
     /// What changed in the load-balancing maps (services, backends, exclusions).
@@ -93,6 +96,12 @@ impl fmt::Display for LoadReport {
         }
         if !self.maps_reused.is_empty() {
             writeln!(f, "maps reused: {}", self.maps_reused.join(", "))?;
+        }
+        for (map, old, new) in &self.maps_rebuilt {
+            writeln!(
+                f,
+                "map {map}: layout v{old} -> v{new}: rebuilt from the config (its counters restart), the v{old} map unpinned"
+            )?;
         }
         if !self.prefilter.is_noop() {
             writeln!(f, "{}", self.prefilter)?;
@@ -299,6 +308,7 @@ impl Dataplane {
         let _lock = PinDirLock::take(&self.pin_dir)?;
         let mut maps = MapSet::pinned(&self.pin_dir);
         prefilter::set_capacities(&mut maps, cfg);
+        lb::set_capacities(&mut maps, cfg);
         let result = self.load_locked(objects, &desired, &mut maps, cfg);
         if result.is_err() {
             for pin in maps.created_pins() {
@@ -396,6 +406,15 @@ impl Dataplane {
             return Err(e);
         }
 
+        // The new programs run on the new maps now: maps of another layout version go.
+        for (name, version, pin) in maps.superseded() {
+            attach::remove_pin(pin)?;
+            let new = maps_schema::find(name).map_or(0, |d| d.layout_version);
+            report
+                .maps_rebuilt
+                .push(((*name).to_owned(), *version, new));
+        }
+
         // Attachments pinned earlier that the config no longer asks for.
         let wanted: BTreeSet<String> = desired.iter().map(|d| d.point.pin_name()).collect();
         for point in self.pinned_points()? {
@@ -412,7 +431,9 @@ impl Dataplane {
     /// The attachment points weir has pins for.
     fn pinned_points(&self) -> Result<Vec<AttachPoint>, Error> {
         let mut seen = BTreeMap::new();
-        for sub in [LINKS_DIR, LEGACY_DIR] {
+        // A pending pin stands for an attachment a killed weir may have made: detaching it
+        // settles that first.
+        for sub in [LINKS_DIR, LEGACY_DIR, PENDING_DIR] {
             for name in list_dir(&self.pin_dir.join(sub))? {
                 if let Some(point) = AttachPoint::from_pin_name(&name) {
                     seen.insert(point.pin_name(), point);
@@ -444,7 +465,10 @@ impl Dataplane {
             )));
         }
         let _lock = PinDirLock::take(&self.pin_dir)?;
-        let maps = MapSet::open_pinned(&self.pin_dir, |m| prefilter::set_capacities(m, cfg))?;
+        let maps = MapSet::open_pinned(&self.pin_dir, |m| {
+            prefilter::set_capacities(m, cfg);
+            lb::set_capacities(m, cfg);
+        })?;
         if !cfg.prefilter.deny.is_empty() && maps.get(prefilter::MAP_V4).is_none() {
             return Err(Error::Environment(format!(
                 "the config denies networks but the XDP prefilter is not loaded at {} \
@@ -561,7 +585,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
 
 /// Removes the pin dir: map pins, then the (now empty) directories.
 fn remove_tree(dir: &Path) -> Result<(), Error> {
-    for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR] {
+    for sub in [MAPS_DIR, LINKS_DIR, LEGACY_DIR, PENDING_DIR] {
         let p = dir.join(sub);
         for name in list_dir(&p)? {
             if sub == MAPS_DIR && maps::parse_pin_name(&name).is_none() {

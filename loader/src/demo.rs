@@ -28,6 +28,27 @@ pub const UDP_PORT: u16 = 7002;
 pub const FAILSAFE_PORT: u16 = 22;
 /// Connections/datagrams per kind the demo client makes.
 pub const ROUNDS: u32 = 5;
+/// Second backend's TCP and UDP ports (the demo's second echo server, same address).
+pub const TCP_PORT_2: u16 = 7003;
+/// See [`TCP_PORT_2`].
+pub const UDP_PORT_2: u16 = 7004;
+/// The demo's IPv4 service address: TCP port 80 and UDP port 53 (no route leads there, so only a
+/// rewritten connection reaches anything).
+pub const VIP4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+/// The demo's IPv6 service address (TCP port 80).
+pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
+/// Connections/datagrams per kind in the load-balancing part.
+pub const LB_ROUNDS: u32 = 10;
+
+/// The services the demo adds to its config: two backends (two echo servers) per IPv4 service,
+/// one for IPv6.
+pub fn demo_services() -> String {
+    format!(
+        "service echo {VIP4}:80/tcp backends={ADDR_B4}:{TCP_PORT},{ADDR_B4}:{TCP_PORT_2}\n\
+         service echo {VIP4}:53/udp backends={ADDR_B4}:{UDP_PORT},{ADDR_B4}:{UDP_PORT_2}\n\
+         service echo6 [{VIP6}]:80/tcp backends=[{ADDR_B6}]:{TCP_PORT}\n"
+    )
+}
 
 /// The demo's config, for a sandbox.
 pub fn demo_config(sb: &Sandbox) -> String {
@@ -51,11 +72,23 @@ impl EchoServer {
     /// # Errors
     /// Returns an error when the sockets cannot be bound.
     pub fn start(netns_fd: std::os::fd::BorrowedFd<'_>) -> Result<Self, Error> {
+        Self::start_on(netns_fd, TCP_PORT, UDP_PORT)
+    }
+
+    /// Starts the server on other ports.
+    ///
+    /// # Errors
+    /// Returns an error when the sockets cannot be bound.
+    pub fn start_on(
+        netns_fd: std::os::fd::BorrowedFd<'_>,
+        tcp_port: u16,
+        udp_port: u16,
+    ) -> Result<Self, Error> {
         let (tcp, udp) = netns::run_in(netns_fd, || -> std::io::Result<_> {
             // [::] is dual-stack on Linux (bindv6only=0 in a fresh namespace).
-            let tcp = TcpListener::bind(("::", TCP_PORT))?;
+            let tcp = TcpListener::bind(("::", tcp_port))?;
             tcp.set_nonblocking(true)?;
-            let udp = UdpSocket::bind(("::", UDP_PORT))?;
+            let udp = UdpSocket::bind(("::", udp_port))?;
             udp.set_read_timeout(Some(Duration::from_millis(50)))?;
             Ok((tcp, udp))
         })
@@ -108,11 +141,23 @@ impl Drop for EchoServer {
 /// # Errors
 /// Returns an error when the client cannot be started or fails.
 pub fn run_client(weir_exe: &Path, sb: &Sandbox, rounds: u32) -> Result<String, Error> {
+    run_client_mode(weir_exe, sb, rounds, "echo")
+}
+
+/// [`run_client`] with a mode: `echo` (the backends directly), `lb` (through the demo's
+/// service addresses) or `lb-excluded` (the service addresses, expected unreachable).
+fn run_client_mode(
+    weir_exe: &Path,
+    sb: &Sandbox,
+    rounds: u32,
+    mode: &str,
+) -> Result<String, Error> {
     let out = Command::new(weir_exe)
         .arg("__demo-client")
         .arg(sb.cgroup_dir.join("cgroup.procs"))
         .arg(&sb.ns_a)
         .arg(rounds.to_string())
+        .arg(mode)
         .output()
         .map_err(|e| {
             Error::io(
@@ -132,8 +177,11 @@ pub fn run_client(weir_exe: &Path, sb: &Sandbox, rounds: u32) -> Result<String, 
     Ok(text)
 }
 
-/// The hidden `__demo-client CGROUP_PROCS NETNS ROUNDS` command: joins the cgroup and namespace,
-/// then makes ROUNDS TCP echo exchanges over IPv4 and over IPv6, and ROUNDS connected-UDP ones.
+/// The hidden `__demo-client CGROUP_PROCS NETNS ROUNDS [MODE]` command: joins the cgroup and
+/// namespace, then (mode `echo`, the default) makes ROUNDS TCP echo exchanges over IPv4 and over
+/// IPv6, and ROUNDS connected-UDP ones; mode `lb` makes them through the demo's services and
+/// reports the peer addresses the sockets saw; mode `lb-excluded` checks a service address
+/// stays unreachable.
 pub fn client_main(args: &[String]) -> i32 {
     match client(args) {
         Ok(()) => 0,
@@ -145,8 +193,10 @@ pub fn client_main(args: &[String]) -> i32 {
 }
 
 fn client(args: &[String]) -> Result<(), String> {
-    let [procs, ns, rounds] = args else {
-        return Err("usage: weir __demo-client CGROUP_PROCS NETNS ROUNDS".into());
+    let (procs, ns, rounds, mode) = match args {
+        [procs, ns, rounds] => (procs, ns, rounds, "echo"),
+        [procs, ns, rounds, mode] => (procs, ns, rounds, mode.as_str()),
+        _ => return Err("usage: weir __demo-client CGROUP_PROCS NETNS ROUNDS [MODE]".into()),
     };
     let rounds: u32 = rounds
         .parse()
@@ -155,6 +205,12 @@ fn client(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("joining cgroup via {procs}: {e}"))?;
     let fd = netns::open(ns).map_err(|e| format!("opening netns {ns}: {e}"))?;
     netns::enter(fd.as_fd()).map_err(|e| format!("entering netns {ns}: {e}"))?;
+    match mode {
+        "echo" => {}
+        "lb" => return lb_client(rounds),
+        "lb-excluded" => return lb_excluded_client(),
+        other => return Err(format!("unknown mode '{other}'")),
+    }
     let timeout = Duration::from_secs(3);
     for ip in [IpAddr::from(ADDR_B4), IpAddr::from(ADDR_B6)] {
         for i in 0..rounds {
@@ -196,6 +252,70 @@ fn client(args: &[String]) -> Result<(), String> {
     }
     println!("udp {}: {rounds} echo exchanges", ADDR_B4);
     Ok(())
+}
+
+/// One TCP echo exchange with `to`; returns the peer address the socket reports.
+fn tcp_echo(to: SocketAddr, msg: &str) -> Result<SocketAddr, String> {
+    let timeout = Duration::from_secs(3);
+    let mut s =
+        TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("tcp connect {to}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(msg.as_bytes())
+        .map_err(|e| format!("tcp send {to}: {e}"))?;
+    let mut buf = [0u8; 64];
+    let n = s
+        .read(&mut buf)
+        .map_err(|e| format!("tcp receive {to}: {e}"))?;
+    if &buf[..n] != msg.as_bytes() {
+        return Err(format!("tcp {to}: echo mismatch"));
+    }
+    s.peer_addr().map_err(|e| format!("getpeername {to}: {e}"))
+}
+
+/// Mode `lb`: TCP to both service addresses and unconnected UDP to the IPv4 one; every
+/// exchange must echo, and the addresses the application sees must be the service's.
+fn lb_client(rounds: u32) -> Result<(), String> {
+    for vip in [SocketAddr::from((VIP4, 80)), SocketAddr::from((VIP6, 80))] {
+        for i in 0..rounds {
+            let peer = tcp_echo(vip, &format!("hello {i}"))?;
+            if peer != vip {
+                return Err(format!("tcp {vip}: getpeername says {peer}"));
+            }
+        }
+        println!("tcp {vip}: {rounds} echo exchanges, getpeername = {vip} every time");
+    }
+    let vip = SocketAddr::from((VIP4, 53));
+    let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    for i in 0..rounds {
+        let msg = format!("ping {i}");
+        s.send_to(msg.as_bytes(), vip)
+            .map_err(|e| format!("udp sendto {vip}: {e}"))?;
+        let mut buf = [0u8; 64];
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .map_err(|e| format!("udp recvfrom (sent to {vip}): {e}"))?;
+        if &buf[..n] != msg.as_bytes() || from != vip {
+            return Err(format!("udp {vip}: reply from {from}"));
+        }
+    }
+    println!("udp {vip} (unconnected sendto): {rounds} echo exchanges, every reply from {vip}");
+    Ok(())
+}
+
+/// Mode `lb-excluded`: the cgroup is opted out, so the service address is not rewritten and,
+/// having no route, is unreachable.
+fn lb_excluded_client() -> Result<(), String> {
+    let vip = SocketAddr::from((VIP4, 80));
+    match TcpStream::connect_timeout(&vip, Duration::from_secs(2)) {
+        Ok(_) => Err(format!("tcp {vip}: connected, but the cgroup is excluded")),
+        Err(e) => {
+            println!("tcp {vip}: not rewritten ({e})");
+            Ok(())
+        }
+    }
 }
 
 fn counter(st: &Status, ifname: &str, hook: &str) -> u64 {
@@ -397,6 +517,8 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     ];
     report_checks(out, &checks, &mut failed);
 
+    lb_phase(out, &exe, &sb, &dp, &text, &mut failed)?;
+
     let removed = netns::run_in(b.as_fd(), || dp.unload())?;
     w(
         out,
@@ -416,6 +538,91 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
             failed.join("; ")
         )))
     }
+}
+
+/// Connect-time load balancing: services added by `weir apply`, a client going through them,
+/// the per-backend counts, then the cgroup opted out, then the services removed.
+fn lb_phase(
+    out: &mut dyn Write,
+    exe: &Path,
+    sb: &Sandbox,
+    dp: &Dataplane,
+    base: &str,
+    failed: &mut Vec<&'static str>,
+) -> Result<(), Error> {
+    let b = sb.netns_fd(&sb.ns_b)?;
+    let services = demo_services();
+    let _ = writeln!(out, "weir apply (add services):\n{}", indent(&services));
+    let cfg = config::parse("<demo>", &format!("{base}{services}"))?;
+    let change = netns::run_in(b.as_fd(), || dp.apply_report(&cfg))?;
+    let _ = writeln!(out, "  {}", change.lb);
+    let client = {
+        let _one = EchoServer::start(b.as_fd())?;
+        let _two = EchoServer::start_on(b.as_fd(), TCP_PORT_2, UDP_PORT_2)?;
+        run_client_mode(exe, sb, LB_ROUNDS, "lb")
+    };
+    let client_ok = match &client {
+        Ok(text) => {
+            let _ = writeln!(out, "traffic to the service addresses:\n{}", indent(text));
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  client: {e}");
+            false
+        }
+    };
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    let mut lines = Vec::new();
+    let mut rewritten = 0;
+    let mut backends_used = 0;
+    for svc in &st.services {
+        lines.push(svc.to_string());
+        for be in &svc.backends {
+            lines.push(format!("  -> {} {} rewritten", be.addr, be.rewritten));
+            if svc.vip == SocketAddr::from((VIP4, 80)) {
+                rewritten += be.rewritten;
+                backends_used += usize::from(be.rewritten > 0);
+            }
+        }
+    }
+    let _ = writeln!(out, "weir status, services:\n{}", indent(&lines.join("\n")));
+    // Mesh sidecars opt out: the same cgroup excluded sees the service address untouched.
+    let excluded = format!("{base}{services}lb exclude {}\n", sb.cgroup);
+    let cfg_ex = config::parse("<demo>", &excluded)?;
+    let _ = writeln!(out, "weir apply (lb exclude {}):", sb.cgroup);
+    let change = netns::run_in(b.as_fd(), || dp.apply_report(&cfg_ex))?;
+    let _ = writeln!(out, "  {}", change.lb);
+    let opted_out = run_client_mode(exe, sb, 1, "lb-excluded");
+    if let Ok(text) = &opted_out {
+        let _ = write!(out, "{}", indent(text));
+        let _ = writeln!(out);
+    }
+    let restore = netns::run_in(b.as_fd(), || {
+        dp.apply_report(&config::parse("<demo>", base)?)
+    })?;
+    let _ = writeln!(out, "weir apply (original config): {}", restore.lb);
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    let checks = [
+        (
+            "TCP and UDP through the service addresses reached a backend, and the client saw only the service addresses (getpeername, recvfrom)",
+            client_ok,
+        ),
+        (
+            "every IPv4 TCP connection to the service was counted against a backend",
+            rewritten == u64::from(LB_ROUNDS),
+        ),
+        (
+            "an excluded cgroup's connection to the service address was left alone",
+            opted_out.is_ok(),
+        ),
+        ("removing the services left none", st.services.is_empty()),
+    ];
+    report_checks(out, &checks, failed);
+    let _ = writeln!(
+        out,
+        "  ({backends_used} of 2 IPv4 TCP backends were picked over {LB_ROUNDS} connections)"
+    );
+    Ok(())
 }
 
 fn report_checks(

@@ -36,6 +36,16 @@ pub const MAP_EXCLUDE: &str = "lb_exclude";
 /// Per-backend rewrite counters.
 pub const MAP_STATS: &str = "lb_stats";
 
+/// Sets the load-balancing map capacities from the config on a map set (before the maps are
+/// created or reopened).
+pub fn set_capacities(maps: &mut MapSet, cfg: &Config) {
+    let cap = cfg.lb_capacity;
+    maps.set_capacity(MAP_SERVICES, cap.services);
+    maps.set_capacity(MAP_BACKENDS, cap.backends);
+    maps.set_capacity(MAP_STATS, cap.backends);
+    maps.set_capacity(MAP_SLOTS, cap.slots);
+}
+
 /// The 16 bytes the maps hold for an address: IPv6 as is, IPv4 v4-mapped.
 pub fn addr16(ip: IpAddr) -> [u8; 16] {
     match ip {
@@ -183,16 +193,8 @@ pub fn compile(
             let (addr, port) = (addr16(b.addr.ip()), b.addr.port().to_be());
             let bid = match backend_index.get(&(id, addr, port)) {
                 Some(bid) => *bid,
-                None => smallest_free(&used_backend_ids, &mut new_backends, lb::MAX_BACKENDS)
-                    .ok_or_else(|| {
-                        Error::map(
-                            MAP_BACKENDS,
-                            format!(
-                                "the services have more than {} backends in all",
-                                lb::MAX_BACKENDS - 1
-                            ),
-                        )
-                    })?,
+                None => smallest_free(&used_backend_ids, &mut new_backends, u32::MAX)
+                    .ok_or_else(|| Error::map(MAP_BACKENDS, "no free backend id"))?,
             };
             ids.push(bid);
             out.backends.push((
@@ -389,6 +391,25 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
         .filter_map(|(k, v)| Some((u32::decode(k).ok()?, LbBackend::decode(v).ok()?)))
         .collect();
     let desired = compile(cfg, &typed_services, &typed_backends, &excluded_ids(cfg)?)?;
+    // Every capacity before any write: a config that does not fit changes nothing.
+    for (m, want, option) in [
+        (services, desired.services.len(), "services"),
+        (backends, desired.backends.len(), "backends"),
+        (slots, desired.slots.len(), "slots"),
+    ] {
+        let cap = bpf::map_info(m.fd.as_fd())
+            .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?
+            .max_entries as usize;
+        if want > cap {
+            return Err(Error::map(
+                m.def.name,
+                format!(
+                    "the services need {want} entries, more than its capacity of {cap}; nothing was changed. \
+                     Raise it with `lb capacity {option}=N` (a pinned map cannot grow: `weir unload` first)"
+                ),
+            ));
+        }
+    }
 
     let want_services = encode_all(&desired.services);
     let want_slots = encode_all(&desired.slots);
@@ -415,6 +436,13 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
     change.services.1 = deletes(services, &cur_services, &want_services, undo)?;
     change.slots.1 = deletes(slots, &cur_slots, &want_slots, undo)?;
     change.backends.1 = deletes(backends, &cur_backends, &want_backends, undo)?;
+    // A removed backend's counter goes with it.
+    let kept: BTreeSet<u32> = desired.backends.iter().map(|(id, _)| *id).collect();
+    for id in typed_backends.keys() {
+        if !kept.contains(id) {
+            contents::delete_entry(stats, &id.encode(), undo)?;
+        }
+    }
     change.exclude.1 = deletes(exclude, &cur_exclude, &want_exclude, undo)?;
     change.services.2 = want_services.len();
     change.backends.2 = want_backends.len();

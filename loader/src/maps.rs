@@ -69,6 +69,11 @@ pub struct MapSet {
     pin_dir: Option<PathBuf>,
     capacity: BTreeMap<String, u32>,
     maps: BTreeMap<&'static str, OpenMap>,
+    /// Whether a pin of another layout version may be superseded by a new map (`weir load`,
+    /// which then fills it from the config) rather than refused (`weir apply`).
+    rebuild_layouts: bool,
+    /// Pins of other layout versions a new map supersedes: (map, version, pin).
+    superseded: Vec<(&'static str, u32, PathBuf)>,
 }
 
 impl MapSet {
@@ -76,8 +81,16 @@ impl MapSet {
     pub fn pinned(pin_dir: &Path) -> Self {
         Self {
             pin_dir: Some(pin_dir.to_owned()),
+            rebuild_layouts: true,
             ..Self::default()
         }
+    }
+
+    /// Pins of older (or newer) layout versions that maps of this set supersede: `(map,
+    /// version, pin)`. Every map weir has holds what the config says or counters, so it is
+    /// rebuilt from the config; the caller removes these pins once the new dataplane runs.
+    pub fn superseded(&self) -> &[(&'static str, u32, PathBuf)] {
+        &self.superseded
     }
 
     /// Maps that live only as long as this process (for `weir verify`).
@@ -124,6 +137,7 @@ impl MapSet {
     /// Returns an error when a pin cannot be opened or is incompatible.
     pub fn open_pinned(pin_dir: &Path, configure: impl FnOnce(&mut Self)) -> Result<Self, Error> {
         let mut set = Self::pinned(pin_dir);
+        set.rebuild_layouts = false;
         configure(&mut set);
         for def in maps_schema::MAPS {
             if let Some(open) = set.open_existing(def)? {
@@ -139,12 +153,31 @@ impl MapSet {
             .map(|dir| dir.join(MAPS_DIR).join(pin_name(def)))
     }
 
-    /// Opens the pinned map of `def` if there is one, refusing an incompatible one.
-    fn open_existing(&self, def: &'static MapDef) -> Result<Option<OpenMap>, Error> {
-        let Some(dir) = &self.pin_dir else {
+    /// Opens the pinned map of `def` if there is one, refusing an incompatible one. A pin of
+    /// another layout version is superseded (load) or refused (apply).
+    fn open_existing(&mut self, def: &'static MapDef) -> Result<Option<OpenMap>, Error> {
+        let Some(dir) = self.pin_dir.clone() else {
             return Ok(None);
         };
-        check_other_versions(&dir.join(MAPS_DIR), def)?;
+        for (version, pin) in other_versions(&dir.join(MAPS_DIR), def)? {
+            if !self.rebuild_layouts {
+                return Err(Error::map(
+                    def.name,
+                    format!(
+                        "the map pinned at {} has layout version {version}, this weir uses version {}; \
+                         run `weir load` with this weir first (it rebuilds the map from the config)",
+                        pin.display(),
+                        def.layout_version
+                    ),
+                ));
+            }
+            log::info!(
+                "map '{}': layout v{version} pinned, this weir uses v{}: a new map is filled from the config",
+                def.name,
+                def.layout_version
+            );
+            self.superseded.push((def.name, version, pin));
+        }
         let path = dir.join(MAPS_DIR).join(pin_name(def));
         let fd = match bpf::obj_get(&path) {
             Ok(fd) => fd,
@@ -221,31 +254,24 @@ impl MapSet {
     }
 }
 
-/// Refuses to go on when a pin of the same map with another layout version exists.
-fn check_other_versions(maps_dir: &Path, def: &MapDef) -> Result<(), Error> {
+/// Pins of the same map with another layout version: `(version, path)`.
+fn other_versions(maps_dir: &Path, def: &MapDef) -> Result<Vec<(u32, PathBuf)>, Error> {
     let entries = match std::fs::read_dir(maps_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("reading {}", maps_dir.display()), e)),
     };
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some((name, version)) = file.to_str().and_then(parse_pin_name) else {
             continue;
         };
         if name == def.name && version != def.layout_version {
-            return Err(Error::map(
-                def.name,
-                format!(
-                    "a pinned map with layout version {version} exists at {}, this weir uses version {}; \
-                     run `weir unload` with the weir that pinned it, or remove the pin if its contents may be lost",
-                    entry.path().display(),
-                    def.layout_version
-                ),
-            ));
+            out.push((version, entry.path()));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 impl MapProvider for MapSet {

@@ -448,6 +448,9 @@ pub struct LoadedProgram {
     /// The kernel's program tag (a hash of the instructions with map references masked):
     /// equal tags mean the same code, which is how `weir load` recognises a no-op.
     pub tag: [u8; 8],
+    /// Ids of the maps it uses, sorted: the same code on other maps (a map re-created, e.g.
+    /// for a new layout) is not a no-op.
+    pub map_ids: Vec<u32>,
 }
 
 /// Where an object gets the fds of the maps it references.
@@ -610,11 +613,14 @@ impl VerifiedObject {
                 spec.name,
                 info.id
             );
+            let mut map_ids = info.map_ids.clone();
+            map_ids.sort_unstable();
             loaded.push(LoadedProgram {
                 spec: spec.clone(),
                 fd,
                 id: info.id,
                 tag: info.tag,
+                map_ids,
             });
         }
         Ok(loaded)

@@ -212,23 +212,36 @@ fn pin_errors_other_than_enoent_stop_and_name_the_pin() {
 }
 
 #[test]
-fn a_pin_with_another_layout_version_is_refused_before_any_call() {
+fn a_pin_with_another_layout_version_is_superseded_by_load_and_refused_by_apply() {
     let dir = TempDir::new();
     let def = if_counters();
     let maps = dir.0.join(MAPS_DIR);
     std::fs::create_dir_all(&maps).unwrap();
     let other = maps.join(format!("{}@v{}", def.name, def.layout_version + 1));
     std::fs::write(&other, b"").unwrap();
+    // `weir apply` opens what is pinned: refused before any call, naming the version.
     let f = fake::install(|_| panic!("no call expected"));
-    let e = MapSet::pinned(&dir.0).map_fd(def, None).unwrap_err();
+    let e = MapSet::open_pinned(&dir.0, |_| {}).unwrap_err();
     let Error::Map { problem, .. } = &e else {
         panic!("want Error::Map, got {e:?}");
     };
     assert!(
-        problem.contains(&format!("layout version {}", def.layout_version + 1)),
+        problem.contains(&format!("layout version {}", def.layout_version + 1))
+            && problem.contains("run `weir load`"),
         "{problem}"
     );
     assert!(f.calls().is_empty());
+    drop(f);
+    // `weir load` creates the map of this layout and records the old pin for removal.
+    let f = kernel_with_pin(None);
+    let mut set = MapSet::pinned(&dir.0);
+    set.map_fd(def, None).unwrap();
+    assert!(f.cmds().contains(&BPF_MAP_CREATE));
+    assert_eq!(
+        set.superseded(),
+        [(def.name, def.layout_version + 1, other.clone())]
+    );
+    assert!(other.exists(), "removed only once the new dataplane runs");
 }
 
 #[test]

@@ -236,8 +236,12 @@ pub mod lb {
     /// Cgroup levels (root = 0) the exclusion check walks: a cgroup deeper than this is only
     /// excluded through one of its first `MAX_CGROUP_DEPTH` ancestors.
     pub const MAX_CGROUP_DEPTH: u32 = 16;
-    /// Backend ids are `1..MAX_BACKENDS` (0 is never used), also the size of `lb_stats`.
-    pub const MAX_BACKENDS: u32 = 65_536;
+    /// Default capacity of `lb_backends` and `lb_stats` (`lb capacity backends=N` sets it).
+    pub const DEFAULT_BACKENDS: u32 = 65_536;
+    /// Default capacity of `lb_services` (`lb capacity services=N`).
+    pub const DEFAULT_SERVICES: u32 = 65_536;
+    /// Default capacity of `lb_slots` (`lb capacity slots=N`).
+    pub const DEFAULT_SLOTS: u32 = 262_144;
 }
 
 /// Prefilter verdict reasons: the key (array index) of `prefilter_stats`.
@@ -524,7 +528,7 @@ pub const MAPS: &[MapDef] = &[
         map_type: MapType::Hash,
         key: LbServiceKey::LAYOUT,
         value: LbService::LAYOUT,
-        max_entries: 65_536,
+        max_entries: lb::DEFAULT_SERVICES,
         flags: map_flags::NO_PREALLOC,
         layout_version: 1,
         doc: "Load-balanced services: (VIP, port, protocol) -> id, slot count (0: refuse), flags, affinity timeout.",
@@ -534,7 +538,7 @@ pub const MAPS: &[MapDef] = &[
         map_type: MapType::Hash,
         key: LbSlotKey::LAYOUT,
         value: <u32 as Codec>::LAYOUT,
-        max_entries: 262_144,
+        max_entries: lb::DEFAULT_SLOTS,
         flags: map_flags::NO_PREALLOC,
         layout_version: 1,
         doc: "Weighted backend tables: (service id, slot 0..slots-1) -> backend id; a random slot is a weighted pick.",
@@ -544,7 +548,7 @@ pub const MAPS: &[MapDef] = &[
         map_type: MapType::Hash,
         key: <u32 as Codec>::LAYOUT,
         value: LbBackend::LAYOUT,
-        max_entries: lb::MAX_BACKENDS,
+        max_entries: lb::DEFAULT_BACKENDS,
         flags: map_flags::NO_PREALLOC,
         layout_version: 1,
         doc: "Backends by id (one per service and backend address): address, port, owning service, drained flag.",
@@ -581,13 +585,13 @@ pub const MAPS: &[MapDef] = &[
     },
     MapDef {
         name: "lb_stats",
-        map_type: MapType::PerCpuArray,
+        map_type: MapType::PerCpuHash,
         key: <u32 as Codec>::LAYOUT,
         value: Counter::LAYOUT,
-        max_entries: lb::MAX_BACKENDS,
-        flags: 0,
-        layout_version: 1,
-        doc: "Connections and datagrams rewritten to each backend (index: backend id), per CPU; bytes stays 0.",
+        max_entries: lb::DEFAULT_BACKENDS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 2,
+        doc: "Connections and datagrams rewritten to each backend (key: backend id; user space creates the entry with the backend), per CPU; bytes stays 0.",
     },
     MapDef {
         name: "prefilter_v4",

@@ -646,17 +646,23 @@ fn lb_maps_layouts_and_constants() {
             <u64 as Codec>::LAYOUT,
             <u32 as Codec>::LAYOUT,
         ),
-        (
-            "lb_stats",
-            MapType::PerCpuArray,
-            <u32 as Codec>::LAYOUT,
-            Counter::LAYOUT,
-        ),
     ] {
         let m = find(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!((m.map_type, m.key, m.value), (t, key, value), "{name}");
         assert_eq!(m.layout_version, 1, "{name}");
     }
+    // Per-backend counters: a hash (memory only for backends that exist), sized like lb_backends.
+    let m = find("lb_stats").unwrap();
+    assert_eq!(
+        (m.map_type, m.key, m.value, m.flags, m.layout_version),
+        (
+            MapType::PerCpuHash,
+            <u32 as Codec>::LAYOUT,
+            Counter::LAYOUT,
+            map_flags::NO_PREALLOC,
+            2
+        )
+    );
     // Sizes the C side relies on (no implicit padding anywhere in the keys).
     assert_eq!(LbServiceKey::LAYOUT.size, 20);
     assert_eq!(LbService::LAYOUT.size, 16);
@@ -665,8 +671,16 @@ fn lb_maps_layouts_and_constants() {
     assert_eq!(LbRevNat::LAYOUT.size, 20);
     assert_eq!(LbAffinityKey::LAYOUT.size, 16);
     assert_eq!(LbAffinity::LAYOUT.size, 16);
-    assert_eq!(find("lb_stats").unwrap().max_entries, lb::MAX_BACKENDS);
-    assert_eq!(find("lb_backends").unwrap().max_entries, lb::MAX_BACKENDS);
+    assert_eq!(find("lb_stats").unwrap().max_entries, lb::DEFAULT_BACKENDS);
+    assert_eq!(
+        find("lb_backends").unwrap().max_entries,
+        lb::DEFAULT_BACKENDS
+    );
+    assert_eq!(
+        find("lb_services").unwrap().max_entries,
+        lb::DEFAULT_SERVICES
+    );
+    assert_eq!(find("lb_slots").unwrap().max_entries, lb::DEFAULT_SLOTS);
     let sock = find("sock_counters").unwrap();
     assert!(sock_hook::GETPEERNAME6 < sock.max_entries);
     let k = LbServiceKey {

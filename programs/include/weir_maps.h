@@ -274,14 +274,15 @@ _Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct we
 		__uint(map_flags, 0x1); \
 	} lb_exclude SEC(".maps")
 
-/* lb_stats (percpu_array, 65536 entries): Connections and datagrams rewritten to each backend (index: backend id), per CPU; bytes stays 0. */
-#define WEIR_LAYOUT_VERSION_LB_STATS 1
+/* lb_stats (percpu_hash, 65536 entries): Connections and datagrams rewritten to each backend (key: backend id; user space creates the entry with the backend), per CPU; bytes stays 0. */
+#define WEIR_LAYOUT_VERSION_LB_STATS 2
 #define WEIR_DEFINE_MAP_LB_STATS \
 	struct { \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH); \
 		__type(key, __u32); \
 		__type(value, struct weir_counter); \
 		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
 	} lb_stats SEC(".maps")
 
 /* prefilter_v4 (array, 65536 entries): XDP prefilter IPv4 deny entries by id (the leaves of deny_v4_root/_nodes): the prefix and its hits. */

@@ -207,10 +207,11 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
         left.push(format!("clsact qdisc on {}", sb.veth_b));
     }
     let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
-    for t in [
-        bpf::consts::BPF_CGROUP_INET4_CONNECT,
-        bpf::consts::BPF_CGROUP_INET6_CONNECT,
-    ] {
+    // Every hook weir attaches at a cgroup, from the embedded program list.
+    for t in weir::embedded::PROGS_SOCK
+        .iter()
+        .map(|(_, hook)| hook.attach_type())
+    {
         let ids = bpf::prog_query(bpf::LinkTarget::Fd(dir.as_fd()), t, 0)
             .expect("cgroup query")
             .prog_ids;
@@ -219,4 +220,23 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
         }
     }
     left
+}
+
+/// "The next version" of weir for upgrade tests: programs/tests/upgrade.o (xdp_prefilter,
+/// tc_ingress and tc_egress with the same names and maps but other code) and the embedded
+/// sock_addr.o, loading into `sb`'s pin dir.
+pub fn next_build(sb: &Sandbox) -> Dataplane {
+    Dataplane::with_objects(
+        sb.pin_dir.clone(),
+        vec![
+            (
+                "upgrade.o".into(),
+                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
+            ),
+            (
+                "sock_addr.o".into(),
+                include_bytes!("../../programs/sock_addr.o").to_vec(),
+            ),
+        ],
+    )
 }

@@ -656,3 +656,39 @@ fn affinity_holds_and_expires() {
     let again = moved[0].reply();
     assert!(moved.iter().all(|p| p.reply() == again), "{moved:?}");
 }
+
+#[test]
+fn services_beyond_the_capacity_are_refused_and_change_nothing() {
+    let sb = sandbox("lbq");
+    let _servers = Backends::start(&sb, &[8001]);
+    let base = format!("cgroup {}\nlb capacity services=2 backends=4\n", sb.cgroup);
+    let two = format!(
+        "{base}service a {}/tcp backends={b}:8001\nservice b {}/tcp backends={b}:8001\n",
+        vip4(80),
+        vip4(81),
+        b = ADDR_B4
+    );
+    load(&sb, &two);
+    let before = status(&sb).services;
+    assert_eq!(before.len(), 2);
+    // A third service does not fit: refused, naming the option, and the two stay as they were.
+    let three = format!(
+        "{two}service c {}/tcp backends={}:8001\n",
+        vip4(82),
+        ADDR_B4
+    );
+    let cfg = ConfigFile::new(&sb, &three);
+    let out = weir_in(&sb, &["apply", &cfg.arg()]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("lb_services") && t.contains("lb capacity services=N"),
+        "{t}"
+    );
+    assert_eq!(status(&sb).services, before);
+    assert_balanced("a", &probe(&sb, "tcp", vip4(80), 2), vip4(80), &["be8001"]);
+    assert_eq!(
+        probe(&sb, "tcp", vip4(82), 1),
+        vec![Probe::Err(ENETUNREACH)]
+    );
+}

@@ -266,7 +266,7 @@ fn verifier_rejection_names_the_program_and_carries_the_log() {
 }
 
 #[test]
-fn stale_pinned_map_of_another_layout_is_refused() {
+fn stale_pinned_map_of_another_shape_is_refused_and_of_another_layout_rebuilt() {
     let sb = sandbox("stl");
     let cfg = ConfigFile::new(&sb, &format!("interface {}\n", sb.veth_b));
     // A map pinned where weir expects if_counters v1, but with a different value size.
@@ -305,14 +305,19 @@ fn stale_pinned_map_of_another_layout_is_refused() {
     });
     std::fs::remove_file(&path).expect("unpin");
 
-    // A pin with another layout version is refused too.
+    // A pin with another layout version is not misread: `weir load` builds the map anew (its
+    // contents come from the config) and drops the old pin (see lifecycle.rs for the whole
+    // story); `weir apply` refuses it.
     let other = pin(&sb, "maps/if_counters@v999");
     bpf::obj_pin(fd.as_fd(), &other).expect("pin");
-    let t = text(&weir_in(&sb, &["load", "--config", &cfg.arg()]));
-    assert!(t.contains("layout version 999"), "{t}");
-    std::fs::remove_file(&other).expect("unpin");
-    let _ = std::fs::remove_dir(pin(&sb, "maps"));
-    let _ = std::fs::remove_dir(&sb.pin_dir);
+    let t = ok(weir_in(&sb, &["load", "--config", &cfg.arg()]));
+    assert!(
+        t.contains("map if_counters: layout v999 -> v1: rebuilt"),
+        "{t}"
+    );
+    assert!(!other.exists());
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
 }
 
 #[test]
@@ -486,19 +491,7 @@ fn upgrade_in_place(tag: &str, attach: &str) {
     let before = status(&sb);
 
     let parsed = weir::config::parse("t", &cfg_text).expect("config");
-    let next = Dataplane::with_objects(
-        sb.pin_dir.clone(),
-        vec![
-            (
-                "upgrade.o".into(),
-                include_bytes!("../../programs/tests/upgrade.o").to_vec(),
-            ),
-            (
-                "sock_addr.o".into(),
-                include_bytes!("../../programs/sock_addr.o").to_vec(),
-            ),
-        ],
-    );
+    let next = next_build(&sb);
     let report = sb
         .in_b(|| next.load(&parsed))
         .expect("netns")
@@ -576,4 +569,25 @@ fn a_new_build_replaces_programs_in_place_through_links() {
 #[test]
 fn a_new_build_replaces_programs_in_place_through_netlink() {
     upgrade_in_place("upn", "legacy");
+}
+
+/// Needs util-linux `setpriv` (to drop capabilities from the bounding set before exec).
+#[test]
+fn without_its_capabilities_weir_refuses_and_names_them() {
+    require_root();
+    for cmd in ["status", "load", "unload", "verify"] {
+        let o = std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-net_admin,-sys_admin,-bpf"])
+            .arg(weir_exe())
+            .args(["--pin-dir", "/sys/fs/bpf/weir-never-created", cmd])
+            .output()
+            .expect("running setpriv (util-linux) to drop capabilities");
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {t}");
+        assert!(
+            t.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            "{cmd}: {t}"
+        );
+    }
+    assert!(!std::path::Path::new("/sys/fs/bpf/weir-never-created").exists());
 }

@@ -5,6 +5,7 @@
 
 mod common;
 mod lb;
+mod lifecycle;
 mod loader;
 mod prefilter;
 mod prefilter_prog;

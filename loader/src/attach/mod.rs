@@ -13,6 +13,7 @@ pub mod xdp;
 
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::AttachPolicy;
@@ -24,6 +25,9 @@ use crate::sys::bpf;
 pub const LINKS_DIR: &str = "links";
 /// Directory (below the pin dir) of programs attached through netlink.
 pub const LEGACY_DIR: &str = "legacy";
+/// Directory (below the pin dir) of programs pinned just before a netlink attach: a weir killed
+/// between the attach and recording it leaves the program here, so the next weir recognises it.
+pub const PENDING_DIR: &str = "pending";
 
 /// Where a program is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +169,8 @@ pub struct Pins {
     pub link: PathBuf,
     /// `<pin-dir>/legacy/<name>`.
     pub legacy: PathBuf,
+    /// `<pin-dir>/pending/<name>`: see [`attach_legacy`].
+    pub pending: PathBuf,
 }
 
 impl Pins {
@@ -173,8 +179,78 @@ impl Pins {
         let name = point.pin_name();
         Self {
             link: pin_dir.join(LINKS_DIR).join(&name),
-            legacy: pin_dir.join(LEGACY_DIR).join(name),
+            legacy: pin_dir.join(LEGACY_DIR).join(&name),
+            pending: pin_dir.join(PENDING_DIR).join(name),
         }
+    }
+}
+
+/// Attaches `prog` through netlink (`attach`) so that a crash at any point leaves a state the
+/// next weir recognises: the program is pinned at `pins.pending` first, attached, and its pin is
+/// then renamed over `pins.legacy` (one atomic rename). A weir killed in between leaves the
+/// pending pin, which [`settle_pending`] resolves. On an attach error the pending pin goes.
+///
+/// # Errors
+/// When pinning, the attach or the rename fails.
+pub(crate) fn attach_legacy(
+    pins: &Pins,
+    prog: BorrowedFd<'_>,
+    attach: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
+    if let Some(dir) = pins.pending.parent() {
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+    }
+    pin(prog, &pins.pending)?;
+    if let Err(e) = attach() {
+        let _ = remove_pin(&pins.pending);
+        return Err(e);
+    }
+    fs::rename(&pins.pending, &pins.legacy).map_err(|e| {
+        Error::io(
+            format!(
+                "recording the attachment: renaming {} to {}",
+                pins.pending.display(),
+                pins.legacy.display()
+            ),
+            e,
+        )
+    })
+}
+
+/// Resolves a pending pin (see [`attach_legacy`]) left by a weir that died mid-attach: if the
+/// program attached now (`attached`, as the kernel reports it) is the pending one, the attach
+/// happened and the pin becomes the legacy pin; otherwise it never happened and the pin goes.
+///
+/// # Errors
+/// When the pin cannot be read, renamed or removed.
+pub(crate) fn settle_pending(pins: &Pins, attached: Option<u32>) -> Result<(), Error> {
+    let Some(prog) = open_pin(&pins.pending)? else {
+        return Ok(());
+    };
+    let id = bpf::prog_info(prog.as_fd())
+        .map_err(|e| Error::bpf(format!("pin {}", pins.pending.display()), e))?
+        .id;
+    if attached == Some(id) {
+        log::info!(
+            "{}: the program a previous weir attached (id {id}) is recorded now",
+            pins.legacy.display()
+        );
+        fs::rename(&pins.pending, &pins.legacy)
+            .map_err(|e| Error::io(format!("renaming {}", pins.pending.display()), e))
+    } else {
+        remove_pin(&pins.pending)
     }
 }
 
@@ -202,15 +278,18 @@ pub(crate) fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), Error> {
     bpf::obj_pin(fd, path).map_err(|e| Error::bpf(format!("pinning at {}", path.display()), e))
 }
 
-/// The tag of the program with id `id`, if it still exists.
-pub(crate) fn prog_tag(id: u32) -> Result<Option<[u8; 8]>, Error> {
+/// Whether the program with id `id` (an attached one) is `prog` already: the same code (tag)
+/// on the same maps. A program that is gone is not.
+pub(crate) fn runs_already(id: u32, prog: &LoadedProgram) -> Result<bool, Error> {
     match bpf::prog_fd_by_id(id) {
-        Ok(fd) => Ok(Some(
-            bpf::prog_info(fd.as_fd())
-                .map_err(|e| Error::bpf(format!("prog id {id}"), e))?
-                .tag,
-        )),
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Ok(fd) => {
+            let info =
+                bpf::prog_info(fd.as_fd()).map_err(|e| Error::bpf(format!("prog id {id}"), e))?;
+            let mut maps = info.map_ids;
+            maps.sort_unstable();
+            Ok(info.tag == prog.tag && maps == prog.map_ids)
+        }
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(Error::bpf(format!("prog id {id}"), e)),
     }
 }
@@ -236,7 +315,7 @@ pub(crate) fn reuse_pinned_link(
             return Ok(None);
         }
     };
-    if prog_tag(info.prog_id)? == Some(prog.tag) {
+    if runs_already(info.prog_id, prog)? {
         return Ok(Some(Outcome::Unchanged));
     }
     let previous = bpf::prog_fd_by_id(info.prog_id)
@@ -360,6 +439,33 @@ pub(crate) fn detach_link_pin(path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a kernel without a link kind gets: auto falls back to netlink, `attach=link` is an
+    /// error naming the missing feature, `attach=legacy` does not even probe.
+    #[test]
+    fn a_missing_link_kind_falls_back_or_is_named() {
+        assert!(!use_link(AttachPolicy::Auto, || false, "TCX", "interface x").unwrap());
+        assert!(use_link(AttachPolicy::Auto, || true, "TCX", "interface x").unwrap());
+        assert!(use_link(AttachPolicy::Link, || true, "TCX", "interface x").unwrap());
+        let e = use_link(AttachPolicy::Link, || false, "XDP bpf_link", "interface x").unwrap_err();
+        let Error::Feature { feature, problem } = &e else {
+            panic!("want Error::Feature, got {e:?}");
+        };
+        assert_eq!(feature, "XDP bpf_link");
+        assert!(problem.starts_with("interface x: attach=link"), "{problem}");
+        assert!(e.to_string().contains("XDP bpf_link"), "{e}");
+        let probed = std::cell::Cell::new(false);
+        let legacy = use_link(
+            AttachPolicy::Legacy,
+            || {
+                probed.set(true);
+                true
+            },
+            "TCX",
+            "interface x",
+        );
+        assert!(!legacy.unwrap() && !probed.get());
+    }
 
     #[test]
     fn pin_names_round_trip_and_escape_cgroup_paths() {

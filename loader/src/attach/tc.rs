@@ -12,8 +12,8 @@ use std::path::Path;
 
 use super::xdp::ifindex;
 use super::{
-    describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, reuse_pinned_link,
-    use_link, Outcome, Pins, LEGACY_DIR,
+    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, remove_pin, reuse_pinned_link,
+    runs_already, settle_pending, use_link, Outcome, Pins, LEGACY_DIR,
 };
 use crate::config::AttachPolicy;
 use crate::error::Error;
@@ -74,6 +74,13 @@ pub(crate) fn attach(
     } else {
         Vec::new()
     };
+    let at_weirs_place = |filters: &[crate::sys::netlink::ClsBpfFilter]| {
+        filters
+            .iter()
+            .find(|f| f.prio == LEGACY_PRIO && f.handle == LEGACY_HANDLE)
+            .and_then(|f| f.prog_id)
+    };
+    settle_pending(pins, at_weirs_place(&filters))?;
     let ours_legacy = open_pin(&pins.legacy)?
         .map(|fd| bpf::prog_info(fd.as_fd()).map(|i| i.id))
         .transpose()
@@ -84,13 +91,14 @@ pub(crate) fn attach(
     {
         match (f.prog_id, ours_legacy) {
             (Some(id), Some(our)) if id == our => {
-                if prog_tag(id)? == Some(prog.tag) {
+                if runs_already(id, prog)? {
                     return Ok(Outcome::Unchanged);
                 }
                 let previous = bpf::prog_fd_by_id(id).map_err(|e| Error::bpf(format!("prog id {id}"), e))?;
-                nl.cls_bpf_attach(ifindex, dir(egress), LEGACY_PRIO, LEGACY_HANDLE, prog.fd.as_fd(), &prog.spec.name, true)
-                    .map_err(|e| Error::netlink(&target, e))?;
-                pin(prog.fd.as_fd(), &pins.legacy)?;
+                attach_legacy(pins, prog.fd.as_fd(), || {
+                    nl.cls_bpf_attach(ifindex, dir(egress), LEGACY_PRIO, LEGACY_HANDLE, prog.fd.as_fd(), &prog.spec.name, true)
+                        .map_err(|e| Error::netlink(&target, e))
+                })?;
                 return Ok(Outcome::Replaced { previous });
             }
             (id, _) => {
@@ -135,23 +143,33 @@ pub(crate) fn attach(
             .parent()
             .and_then(Path::parent)
             .unwrap_or(Path::new("/"));
-        let created = nl
-            .clsact_add(ifindex)
-            .map_err(|e| Error::netlink(&target, e))?;
-        if created {
-            pin(prog.fd.as_fd(), &clsact_marker(pin_dir, ifname))?;
+        // The marker is pinned before the qdisc is made, so a weir killed in between leaves a
+        // marker (the qdisc is made by the next load) rather than a qdisc nobody claims.
+        let marker = clsact_marker(pin_dir, ifname);
+        if !nl
+            .clsact_exists(ifindex)
+            .map_err(|e| Error::netlink(&target, e))?
+        {
+            pin(prog.fd.as_fd(), &marker)?;
+            let created = nl
+                .clsact_add(ifindex)
+                .map_err(|e| Error::netlink(&target, e))?;
+            if !created {
+                remove_pin(&marker)?; // somebody else made it meanwhile
+            }
         }
-        nl.cls_bpf_attach(
-            ifindex,
-            dir(egress),
-            LEGACY_PRIO,
-            LEGACY_HANDLE,
-            prog.fd.as_fd(),
-            &prog.spec.name,
-            false,
-        )
-        .map_err(|e| Error::netlink(&target, e))?;
-        pin(prog.fd.as_fd(), &pins.legacy)?;
+        attach_legacy(pins, prog.fd.as_fd(), || {
+            nl.cls_bpf_attach(
+                ifindex,
+                dir(egress),
+                LEGACY_PRIO,
+                LEGACY_HANDLE,
+                prog.fd.as_fd(),
+                &prog.spec.name,
+                false,
+            )
+            .map_err(|e| Error::netlink(&target, e))
+        })?;
     }
     log::info!(
         "{target}: {what} program '{}' (id {}) attached by {}",
@@ -180,22 +198,45 @@ pub(crate) fn replace_back(
     let mut nl = Netlink::open().map_err(|e| Error::netlink(&target, e))?;
     let ifindex = ifindex(&mut nl, ifname)?;
     let name = bpf::prog_info(previous).map(|i| i.name).unwrap_or_default();
-    nl.cls_bpf_attach(
-        ifindex,
-        dir(egress),
-        LEGACY_PRIO,
-        LEGACY_HANDLE,
-        previous,
-        &name,
-        true,
-    )
-    .map_err(|e| Error::netlink(&target, e))?;
-    pin(previous, &pins.legacy)
+    attach_legacy(pins, previous, || {
+        nl.cls_bpf_attach(
+            ifindex,
+            dir(egress),
+            LEGACY_PRIO,
+            LEGACY_HANDLE,
+            previous,
+            &name,
+            true,
+        )
+        .map_err(|e| Error::netlink(&target, e))
+    })
 }
 
 pub(crate) fn detach(pins: &Pins, pin_dir: &Path, ifname: &str, egress: bool) -> Result<(), Error> {
     detach_link_pin(&pins.link)?;
     let target = format!("interface {ifname}");
+    if open_pin(&pins.pending)?.is_some() {
+        // A weir died mid-attach: record what it attached, if it did, before detaching.
+        let mut nl = Netlink::open().map_err(|e| Error::netlink(&target, e))?;
+        let mut attached = None;
+        if let Some(ifindex) = nl
+            .link_index(ifname)
+            .map_err(|e| Error::netlink(&target, e))?
+        {
+            if nl
+                .clsact_exists(ifindex)
+                .map_err(|e| Error::netlink(&target, e))?
+            {
+                attached = nl
+                    .cls_bpf_list(ifindex, dir(egress))
+                    .map_err(|e| Error::netlink(&target, e))?
+                    .iter()
+                    .find(|f| f.prio == LEGACY_PRIO && f.handle == LEGACY_HANDLE)
+                    .and_then(|f| f.prog_id);
+            }
+        }
+        settle_pending(pins, attached)?;
+    }
     let legacy = open_pin(&pins.legacy)?;
     let marker = clsact_marker(pin_dir, ifname);
     if legacy.is_none() && open_pin(&marker)?.is_none() {

@@ -6,7 +6,8 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::{
-    describe_prog, detach_link_pin, open_pin, pin, prog_tag, remove_pin, use_link, Outcome, Pins,
+    attach_legacy, describe_prog, detach_link_pin, open_pin, pin, remove_pin, runs_already,
+    settle_pending, use_link, Outcome, Pins,
 };
 use crate::config::AttachPolicy;
 use crate::error::Error;
@@ -76,6 +77,7 @@ pub(crate) fn attach(
     let state = nl
         .xdp_query(ifindex)
         .map_err(|e| Error::netlink(&target, e))?;
+    settle_pending(pins, state.prog_id)?;
     let want_attached = if generic {
         XDP_ATTACHED_SKB
     } else {
@@ -94,7 +96,7 @@ pub(crate) fn attach(
             ));
         };
         if state.attached == want_attached {
-            if prog_tag(current)? == Some(prog.tag) {
+            if runs_already(current, prog)? {
                 log::debug!("{target}: xdp prog id {current} already runs this code");
                 return Ok(Outcome::Unchanged);
             }
@@ -106,14 +108,15 @@ pub(crate) fn attach(
                 bpf::link_update(link.as_fd(), prog.fd.as_fd(), Some(previous.as_fd()))
                     .map_err(|e| Error::bpf(format!("{target}: replacing xdp program"), e))?;
             } else {
-                nl.xdp_attach(
-                    ifindex,
-                    prog.fd.as_fd(),
-                    mode(generic),
-                    Some(previous.as_fd()),
-                )
-                .map_err(|e| Error::netlink(&target, e))?;
-                pin(prog.fd.as_fd(), &pins.legacy)?;
+                attach_legacy(pins, prog.fd.as_fd(), || {
+                    nl.xdp_attach(
+                        ifindex,
+                        prog.fd.as_fd(),
+                        mode(generic),
+                        Some(previous.as_fd()),
+                    )
+                    .map_err(|e| Error::netlink(&target, e))
+                })?;
             }
             log::info!(
                 "{target}: xdp program replaced (id {current} -> {})",
@@ -130,6 +133,7 @@ pub(crate) fn attach(
         // Nothing attached: any pin of ours is stale (interface re-created); drop it.
         remove_pin(&pins.link)?;
         remove_pin(&pins.legacy)?;
+        remove_pin(&pins.pending)?;
     }
 
     let use_link = use_link(policy, || bpf::features().xdp_link, "XDP bpf_link", &target)?;
@@ -160,15 +164,21 @@ pub(crate) fn attach(
         })?;
         pin(link.as_fd(), &pins.link)?;
     } else {
-        nl.xdp_attach(ifindex, prog.fd.as_fd(), mode(generic), None)
-            .map_err(|e| {
-                Error::attach(
-                    &target,
-                    format!("attaching xdp program '{}': {e}{mode_hint}", prog.spec.name),
-                )
-            })?;
-        if let Err(e) = pin(prog.fd.as_fd(), &pins.legacy) {
-            let _ = nl.xdp_detach(ifindex, mode(generic), Some(prog.fd.as_fd()));
+        let attached = attach_legacy(pins, prog.fd.as_fd(), || {
+            nl.xdp_attach(ifindex, prog.fd.as_fd(), mode(generic), None)
+                .map_err(|e| {
+                    Error::attach(
+                        &target,
+                        format!("attaching xdp program '{}': {e}{mode_hint}", prog.spec.name),
+                    )
+                })
+        });
+        if let Err(e) = attached {
+            // Attached but not recorded: take it off again (the pending pin says it is ours).
+            if open_pin(&pins.pending)?.is_some() {
+                let _ = nl.xdp_detach(ifindex, mode(generic), Some(prog.fd.as_fd()));
+                let _ = remove_pin(&pins.pending);
+            }
             return Err(e);
         }
     }
@@ -199,17 +209,34 @@ pub(crate) fn replace_back(
     }
     let mut nl = nl(ifname)?;
     let ifindex = ifindex(&mut nl, ifname)?;
-    nl.xdp_attach(ifindex, previous, mode(generic), None)
-        .map_err(|e| Error::netlink(&target, e))?;
-    pin(previous, &pins.legacy)
+    attach_legacy(pins, previous, || {
+        nl.xdp_attach(ifindex, previous, mode(generic), None)
+            .map_err(|e| Error::netlink(&target, e))
+    })
 }
 
 pub(crate) fn detach(pins: &Pins, ifname: &str) -> Result<(), Error> {
     detach_link_pin(&pins.link)?;
+    let target = format!("interface {ifname}");
+    if open_pin(&pins.pending)?.is_some() {
+        // A weir died mid-attach: record what it attached, if it did, before detaching.
+        let mut nl = nl(ifname)?;
+        let attached = match nl
+            .link_index(ifname)
+            .map_err(|e| Error::netlink(&target, e))?
+        {
+            Some(ifindex) => {
+                nl.xdp_query(ifindex)
+                    .map_err(|e| Error::netlink(&target, e))?
+                    .prog_id
+            }
+            None => None,
+        };
+        settle_pending(pins, attached)?;
+    }
     let Some(prog) = open_pin(&pins.legacy)? else {
         return Ok(());
     };
-    let target = format!("interface {ifname}");
     let mut nl = nl(ifname)?;
     if let Some(ifindex) = nl
         .link_index(ifname)

@@ -46,8 +46,9 @@ mod tests;
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
     has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config,
-    Direction, Interface, IpSet, L4Proto, LbExclude, Origin, Policy, PortRange, Prefilter, Remote,
-    RemoteTarget, Role, Rule, RuleAction, Service, XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
+    Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude, Origin, Policy, PortRange,
+    Prefilter, Remote, RemoteTarget, Role, Rule, RuleAction, Service, XdpMode, DEFAULT_FAILSAFE_IN,
+    PROTO_NAMES,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

@@ -40,6 +40,8 @@ pub struct Config {
     /// `rule` statements, in file order; each names a policy of [`Config::policies`]. Within a
     /// policy and direction, this order is the evaluation order.
     pub rules: Vec<Rule>,
+    /// `lb capacity`: the sizes of the load-balancing maps.
+    pub lb_capacity: LbCapacity,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
@@ -57,6 +59,7 @@ impl Default for Config {
             ipsets: Vec::new(),
             policies: Vec::new(),
             rules: Vec::new(),
+            lb_capacity: LbCapacity::default(),
             source: String::new(),
         }
     }
@@ -121,6 +124,7 @@ impl Config {
             && self.failsafe_in == other.failsafe_in
             && same_services
             && exclude_paths(self) == exclude_paths(other)
+            && self.lb_capacity == other.lb_capacity
             && self.same_policy(other)
     }
 
@@ -547,6 +551,29 @@ impl Default for Prefilter {
             capacity_v4: Self::DEFAULT_CAPACITY_V4,
             capacity_v6: Self::DEFAULT_CAPACITY_V6,
             chunks_v4: Self::DEFAULT_CHUNKS_V4,
+        }
+    }
+}
+
+/// `lb capacity services=N backends=N slots=N`: how many entries the load-balancing maps hold.
+/// They are hash maps allocated on demand, so a large capacity costs little until it is used
+/// (the kernel's bucket array, 16 bytes per entry of capacity rounded up to a power of two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbCapacity {
+    /// `lb_services`: (VIP, port, protocol) entries.
+    pub services: u32,
+    /// `lb_backends` and `lb_stats`: backends over all services.
+    pub backends: u32,
+    /// `lb_slots`: weighted slots over all services (one per backend for equal weights).
+    pub slots: u32,
+}
+
+impl Default for LbCapacity {
+    fn default() -> Self {
+        Self {
+            services: maps_schema::lb::DEFAULT_SERVICES,
+            backends: maps_schema::lb::DEFAULT_BACKENDS,
+            slots: maps_schema::lb::DEFAULT_SLOTS,
         }
     }
 }

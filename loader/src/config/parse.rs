@@ -117,6 +117,14 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         apply: service::lb_exclude,
     },
     StatementSpec {
+        keyword: "lb capacity",
+        usage: "lb capacity [services=N] [backends=N] [slots=N]",
+        args: &[],
+        rest: None,
+        options: &["services", "backends", "slots"],
+        apply: service::lb_capacity,
+    },
+    StatementSpec {
         keyword: "ipset",
         usage: "ipset NAME CIDR-OR-ADDRESS...",
         args: &[
@@ -184,6 +192,15 @@ pub(crate) struct Builder {
     pub(super) prefilter: PrefilterState,
     pub(super) lb: ServiceState,
     pub(super) policy: PolicyState,
+}
+
+/// The permission bits of `path` when it is a regular file every user may write (a file weir
+/// must not trust). Other kinds of file are left to the reader's own checks.
+pub(crate) fn world_writable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    (meta.is_file() && mode & 0o002 != 0).then_some(mode)
 }
 
 /// Parses config `text`; `source` names it in diagnostics (a file name, or e.g. `"<embedded>"`).
@@ -260,6 +277,21 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
 /// 0:0 naming the path and the OS error) or is not UTF-8 (one diagnostic at the first bad byte).
 pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
     let source = path.display().to_string();
+    if let Some(mode) = world_writable(path) {
+        return Err(ConfigError {
+            diagnostics: vec![Diagnostic {
+                source: source.clone(),
+                span: Span::default(),
+                message: format!(
+                    "config file '{source}' is writable by every user (mode {mode:o}): anyone could \
+                     change what weir loads into the kernel; refused"
+                ),
+                hint: Some(format!("run `chmod o-w {source}`")),
+                note: None,
+                line_text: String::new(),
+            }],
+        });
+    }
     let bytes = std::fs::read(path).map_err(|e| ConfigError {
         diagnostics: vec![Diagnostic {
             source: source.clone(),

@@ -289,6 +289,7 @@ pub(super) fn ipset_file(statement: &Statement, builder: &mut Builder, sink: &mu
     let Some((bytes, list_source)) = open_list(
         path,
         "ipset file",
+        "what the policies match",
         &builder.source,
         builder.base_dir.as_deref(),
         sink,

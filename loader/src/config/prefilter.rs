@@ -279,6 +279,7 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
     let Some((bytes, list_source)) = open_list(
         path,
         "deny file",
+        "what is denied",
         &builder.source,
         builder.base_dir.as_deref(),
         sink,
@@ -335,10 +336,13 @@ pub(super) fn deny_file(statement: &Statement, builder: &mut Builder, sink: &mut
 /// Checks, resolves and reads the list file a statement names (`what`: "deny file", "ipset
 /// file"): a relative path starts at `base_dir` (the config file's directory), or the current
 /// directory when the text did not come from a file. Returns the bytes and the resolved path as
-/// diagnostics show it; reports a bad path or an unreadable file at `path` and returns `None`.
+/// diagnostics show it; reports a bad path, a file every user may write (`stake` says what such
+/// a user could change, e.g. "what is denied") or an unreadable file at `path` and returns
+/// `None`.
 pub(super) fn open_list(
     path: &Word,
     what: &str,
+    stake: &str,
     source: &str,
     base_dir: Option<&Path>,
     sink: &mut Sink<'_>,
@@ -371,6 +375,17 @@ pub(super) fn open_list(
             path.span,
             format!("{what} '{}' is this config file", show(&list_source)),
             Some("name a separate file with one CIDR or address per line".to_owned()),
+        );
+        return None;
+    }
+    if let Some(mode) = super::parse::world_writable(&resolved) {
+        sink.error(
+            path.span,
+            format!(
+                "{what} '{}' is writable by every user (mode {mode:o}): anyone could change {stake}",
+                show(&list_source)
+            ),
+            Some(format!("run `chmod o-w {}`", resolved.display())),
         );
         return None;
     }
@@ -510,47 +525,79 @@ pub(super) fn read_list(
 
 /// `prefilter capacity [v4=N] [v6=N] [v4-chunks=N]`
 pub(super) fn capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
+    let prefilter = &mut builder.config.prefilter;
+    capacity_statement(
+        statement,
+        sink,
+        &mut builder.prefilter.capacity_line,
+        &mut [
+            (
+                "v4",
+                &mut prefilter.capacity_v4,
+                Prefilter::DEFAULT_CAPACITY_V4,
+            ),
+            (
+                "v6",
+                &mut prefilter.capacity_v6,
+                Prefilter::DEFAULT_CAPACITY_V6,
+            ),
+            (
+                "v4-chunks",
+                &mut prefilter.chunks_v4,
+                Prefilter::DEFAULT_CHUNKS_V4,
+            ),
+        ],
+    );
+}
+
+/// A `… capacity NAME=N…` statement (`prefilter capacity`, `lb capacity`): given once
+/// (`first_line` remembers where), with at least one of `fields` (option, value set, default).
+pub(super) fn capacity_statement(
+    statement: &Statement,
+    sink: &mut Sink<'_>,
+    first_line: &mut Option<u32>,
+    fields: &mut [(&str, &mut u32, u32)],
+) {
     let keyword = statement.keyword.span;
-    if let Some(first) = builder.prefilter.capacity_line {
+    let name = &statement.keyword.text;
+    let names: Vec<String> = fields.iter().map(|(o, _, _)| format!("{o}=")).collect();
+    if let Some(first) = *first_line {
         sink.error(
             keyword,
-            format!("duplicate 'prefilter capacity' (first set on line {first})"),
-            Some("set v4= and v6= in one statement".to_owned()),
+            format!("duplicate '{name}' (first set on line {first})"),
+            Some(format!("set {} in one statement", names.join(", "))),
         );
         return;
     }
-    builder.prefilter.capacity_line = Some(keyword.line);
-    let (v4, v6) = (statement.option("v4"), statement.option("v6"));
+    *first_line = Some(keyword.line);
     // Unknown options are reported already; this is for a statement without any.
     if statement.options.is_empty() {
+        let mut needs: Vec<String> = fields.iter().map(|(o, _, _)| format!("{o}=N")).collect();
+        let last = needs.pop().unwrap_or_default();
+        let needs = if needs.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", needs.join(", "))
+        };
+        let defaults: Vec<String> = fields.iter().map(|(o, _, d)| format!("{o}={d}")).collect();
         sink.error(
             keyword,
-            "'prefilter capacity' needs v4=N, v6=N or v4-chunks=N".to_owned(),
-            Some(format!(
-                "the defaults are v4={} v6={} v4-chunks={}",
-                Prefilter::DEFAULT_CAPACITY_V4,
-                Prefilter::DEFAULT_CAPACITY_V6,
-                Prefilter::DEFAULT_CHUNKS_V4
-            )),
+            format!("'{name}' needs {needs}"),
+            Some(format!("the defaults are {}", defaults.join(" "))),
         );
         return;
     }
-    let prefilter = &mut builder.config.prefilter;
-    if let Some(n) = v4.and_then(|o| capacity_value(o, sink)) {
-        prefilter.capacity_v4 = n;
-    }
-    if let Some(n) = v6.and_then(|o| capacity_value(o, sink)) {
-        prefilter.capacity_v6 = n;
-    }
-    if let Some(n) = statement
-        .option("v4-chunks")
-        .and_then(|o| capacity_value(o, sink))
-    {
-        prefilter.chunks_v4 = n;
+    for (option, value, _) in fields.iter_mut() {
+        if let Some(n) = statement
+            .option(option)
+            .and_then(|o| capacity_value(o, sink))
+        {
+            **value = n;
+        }
     }
 }
 
-fn capacity_value(opt: &Opt, sink: &mut Sink<'_>) -> Option<u32> {
+pub(super) fn capacity_value(opt: &Opt, sink: &mut Sink<'_>) -> Option<u32> {
     let (key, value) = (&opt.key.text, &opt.value);
     let range = format!("a number of entries from 1 to {}", Prefilter::MAX_CAPACITY);
     let message = if value.text.is_empty() {

@@ -110,6 +110,14 @@ pub fn render_config(config: &Config) -> String {
     for e in &config.lb_exclude {
         let _ = writeln!(out, "lb exclude {}", quote(&e.path));
     }
+    let cap = config.lb_capacity;
+    if cap != crate::config::LbCapacity::default() || !config.services.is_empty() {
+        let _ = writeln!(
+            out,
+            "lb capacity services={} backends={} slots={}",
+            cap.services, cap.backends, cap.slots
+        );
+    }
     render_policy(config, &mut out);
     out
 }

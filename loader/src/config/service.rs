@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use super::diag::{show, Sink, Span};
 use super::lexer::Word;
-use super::model::{Backend, L4Proto, LbExclude, Service};
+use super::model::{Backend, L4Proto, LbCapacity, LbExclude, Service};
 use super::parse::{normalize_cgroup_path, Builder};
 use super::syntax::Statement;
 
@@ -34,6 +34,8 @@ pub(crate) struct ServiceState {
     vips: HashMap<(SocketAddr, L4Proto), u32>,
     /// Normalised excluded cgroup path → line.
     excluded: HashMap<String, u32>,
+    /// Line of the `lb capacity` statement.
+    capacity_line: Option<u32>,
 }
 
 /// The span of chars `start..start + len` of `word`'s text; the whole word when it was quoted
@@ -376,6 +378,22 @@ pub(crate) fn lb_exclude(statement: &Statement, builder: &mut Builder, sink: &mu
             span: path.span,
         });
     }
+}
+
+/// `lb capacity [services=N] [backends=N] [slots=N]`.
+pub(crate) fn lb_capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
+    let d = LbCapacity::default();
+    let cap = &mut builder.config.lb_capacity;
+    super::prefilter::capacity_statement(
+        statement,
+        sink,
+        &mut builder.lb.capacity_line,
+        &mut [
+            ("services", &mut cap.services, d.services),
+            ("backends", &mut cap.backends, d.backends),
+            ("slots", &mut cap.slots, d.slots),
+        ],
+    );
 }
 
 #[cfg(test)]

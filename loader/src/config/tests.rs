@@ -2156,3 +2156,75 @@ fn readme_policy_example_parses_and_renders_as_documented() {
         Decision::Unselected
     );
 }
+
+#[test]
+fn lb_capacity() {
+    let c = ok("lb capacity services=131072 slots=300000");
+    assert_eq!(
+        (
+            c.lb_capacity.services,
+            c.lb_capacity.backends,
+            c.lb_capacity.slots
+        ),
+        (131_072, maps_schema::lb::DEFAULT_BACKENDS, 300_000)
+    );
+    assert!(render_config(&c).contains("lb capacity services=131072 backends=65536 slots=300000\n"));
+    assert_eq!(
+        one_error("lb capacity").message,
+        "'lb capacity' needs services=N, backends=N or slots=N"
+    );
+    assert_eq!(
+        one_error("lb capacity backends=1\nlb capacity slots=2").message,
+        "duplicate 'lb capacity' (first set on line 1)"
+    );
+    assert_eq!(
+        one_error("lb capacity services=0").message,
+        "capacity 0 for 'services' is out of range"
+    );
+}
+
+#[test]
+fn files_every_user_may_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let list = dir.write("drop.txt", b"192.0.2.0/24\n");
+    let conf = dir.write("weir.conf", b"prefilter deny-file drop.txt\n");
+    assert!(parse_file(&conf).is_ok());
+
+    std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let d = &parse_file(&conf).unwrap_err().diagnostics[0];
+    assert_eq!(at(d), (1, 21, 8));
+    assert_eq!(
+        d.message,
+        format!(
+            "deny file '{}' is writable by every user (mode 666): anyone could change what is denied",
+            list.display()
+        )
+    );
+    assert_eq!(hint(d), format!("run `chmod o-w {}`", list.display()));
+
+    // The same reader serves 'ipset-file'.
+    let conf = dir.write("sets.conf", b"ipset-file partners drop.txt\n");
+    let d = &parse_file(&conf).unwrap_err().diagnostics[0];
+    assert_eq!(at(d), (1, 21, 8));
+    assert_eq!(
+        d.message,
+        format!(
+            "ipset file '{}' is writable by every user (mode 666): anyone could change what the policies match",
+            list.display()
+        )
+    );
+    assert_eq!(hint(d), format!("run `chmod o-w {}`", list.display()));
+
+    std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let conf = dir.write("weir.conf", b"prefilter deny-file drop.txt\n");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o646)).unwrap();
+    let d = &parse_file(&conf).unwrap_err().diagnostics[0];
+    assert_eq!(d.span, Span::default());
+    assert!(
+        d.message.contains("is writable by every user (mode 646)"),
+        "{}",
+        d.message
+    );
+    assert_eq!(hint(d), format!("run `chmod o-w {}`", conf.display()));
+}

@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod bpffs;
+pub mod caps;
 pub mod cgroup;
 #[cfg(test)]
 pub(crate) mod fake;
