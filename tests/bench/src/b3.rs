@@ -279,10 +279,24 @@ fn nft_rules(n: usize) -> String {
     t
 }
 
+/// The `lb capacity` a user with `n` services (two backends each) configures: the defaults, or
+/// the next powers of two that hold them (the kernel rounds hash buckets up to one anyway).
+fn weir_capacity(n: usize) -> (usize, usize) {
+    let services = (n + 1).next_power_of_two().max(65_536);
+    let backends = (PORTS.len() * n + 1).next_power_of_two().max(65_536);
+    (services, backends)
+}
+
 /// weir's config for `n` services attached to the sandbox's cgroup.
 fn weir_config(n: usize, cgroup: &str) -> String {
     let mut t = String::with_capacity(n * 90);
     let _ = writeln!(t, "cgroup {cgroup}");
+    let (services, backends) = weir_capacity(n);
+    let _ = writeln!(
+        t,
+        "lb capacity services={services} backends={backends} slots={}",
+        backends.max(262_144)
+    );
     for i in 0..n {
         let _ = writeln!(
             t,
@@ -809,12 +823,15 @@ impl WeirCapacity {
         })
     }
 
-    /// Why weir cannot hold `n` services with two backends each, if it cannot. Loading such a
-    /// config fails in `weir::lb::compile` ("the services have more than 65535 backends in
-    /// all"), after minutes of id allocation, so it is not tried.
+    /// Why weir cannot hold `n` services with two backends each, if it cannot: the config sizes
+    /// the maps with `lb capacity` (the embedded sizes are the defaults), up to the statement's
+    /// limit.
     fn refuses(&self, n: usize) -> Option<String> {
+        // The config sizes the maps for n (`lb capacity`); only the statement's own limit is left.
+        let (services, backends) = weir_capacity(n);
+        let (cap_s, cap_b) = (self.services.max(services), self.backends.max(backends));
         let backends = n * PORTS.len();
-        (n > self.services || backends > self.backends).then(|| {
+        (n > cap_s || backends > cap_b || cap_b > 16_777_216).then(|| {
             format!(
                 "does not fit: weir's maps hold {} services and {} backends (`lb_services`, \
                  `lb_backends`), {} services need {backends} backends",
