@@ -1744,10 +1744,13 @@ mod tests {
         assert_eq!(n.matches("add chain").count(), 2 + 3 * 3);
         assert_eq!(n.matches("add rule").count(), 2 + 4 * 3);
         assert!(n.contains("10.96.0.1 . tcp . 80 : goto service-00000000"));
+        // 100k services with two backends each: capacities rounded up to powers of two.
+        assert_eq!(weir_capacity(100_000), (131_072, 262_144));
         let w = weir_config(2, "weir-b3-1");
         assert_eq!(
             w,
             "cgroup weir-b3-1\n\
+             lb capacity services=65536 backends=65536 slots=262144\n\
              service s0 10.96.0.1:80/tcp backends=198.18.0.2:8080,198.18.0.2:8081\n\
              service s1 10.96.0.2:80/tcp backends=198.18.0.2:8080,198.18.0.2:8081\n"
         );
