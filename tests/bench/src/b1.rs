@@ -34,6 +34,7 @@ use weir::sys::netlink::{Netlink, XdpMode};
 use weir::sys::netns;
 
 use crate::env::{self, Facts};
+use crate::flags::Flags;
 use crate::proc::{self, output_of, Step};
 use crate::report::{self, fmt_n, med, shape, show, show_x, verdict};
 
@@ -88,34 +89,18 @@ impl Options {
             native: true,
             write: true,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let num = |flag: &str, v: &str| {
-                v.replace('_', "")
-                    .parse::<u64>()
-                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
-            };
-            match a.as_str() {
-                "--rounds" => o.rounds = num(a, &val(a)?)? as usize,
-                "--scales" => {
-                    let v = val(a)?;
-                    o.scales = v
-                        .split(',')
-                        .map(|s| num(a, s.trim()).map(|n| n as usize))
-                        .collect::<Result<_, _>>()?;
-                }
-                "--linear-max" => o.linear_max = num(a, &val(a)?)? as usize,
-                "--prog-repeat" => o.prog_repeat = num(a, &val(a)?)?.min(u32::MAX as u64) as u32,
-                "--target-ms" => o.target_ms = num(a, &val(a)?)?,
-                "--seed" => o.seed = num(a, &val(a)?)?,
+        let mut f = Flags::new("b1", args);
+        while let Some(a) = f.next_flag() {
+            match a {
+                "--rounds" => o.rounds = f.number(a)? as usize,
+                "--scales" => o.scales = f.numbers(a)?,
+                "--linear-max" => o.linear_max = f.number(a)? as usize,
+                "--prog-repeat" => o.prog_repeat = f.number(a)?.min(u32::MAX as u64) as u32,
+                "--target-ms" => o.target_ms = f.number(a)?,
+                "--seed" => o.seed = f.number(a)?,
                 "--no-native" => o.native = false,
                 "--no-write" => o.write = false,
-                other => return Err(format!("b1: unknown option '{other}'")),
+                other => return Err(f.unknown(other)),
             }
         }
         if o.rounds < 7 {

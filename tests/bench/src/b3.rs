@@ -39,6 +39,7 @@ use weir::sys::bpf::{self, consts::BPF_STATS_RUN_TIME, LinkTarget};
 use weir::sys::{cgroup, netns};
 
 use crate::env::{self, Facts};
+use crate::flags::Flags;
 use crate::proc::{self, output_of, Step};
 use crate::report::{self, fmt_n, med, shape, show, show_x, verdict};
 
@@ -112,33 +113,17 @@ impl Options {
             min_conns: DEFAULT_MIN_CONNS,
             write: true,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let num = |flag: &str, v: &str| {
-                v.replace('_', "")
-                    .parse::<u64>()
-                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
-            };
-            match a.as_str() {
-                "--rounds" => o.rounds = num(a, &val(a)?)? as usize,
-                "--scales" => {
-                    let v = val(a)?;
-                    o.scales = v
-                        .split(',')
-                        .map(|s| num(a, s.trim()).map(|n| n as usize))
-                        .collect::<Result<_, _>>()?;
-                }
-                "--iptables-max" => o.iptables_max = num(a, &val(a)?)? as usize,
-                "--nft-max" => o.nft_max = num(a, &val(a)?)? as usize,
-                "--ms" => o.min_ms = num(a, &val(a)?)?,
-                "--conns" => o.min_conns = num(a, &val(a)?)? as usize,
+        let mut f = Flags::new("b3", args);
+        while let Some(a) = f.next_flag() {
+            match a {
+                "--rounds" => o.rounds = f.number(a)? as usize,
+                "--scales" => o.scales = f.numbers(a)?,
+                "--iptables-max" => o.iptables_max = f.number(a)? as usize,
+                "--nft-max" => o.nft_max = f.number(a)? as usize,
+                "--ms" => o.min_ms = f.number(a)?,
+                "--conns" => o.min_conns = f.number(a)? as usize,
                 "--no-write" => o.write = false,
-                other => return Err(format!("b3: unknown option '{other}'")),
+                other => return Err(f.unknown(other)),
             }
         }
         if o.rounds < 7 {

@@ -17,6 +17,7 @@ use weir::sandbox::Sandbox;
 use weir::sys::bpf::{self, MapCreate, MapInfo};
 
 use crate::env;
+use crate::flags::Flags;
 use crate::kstate::{self, TcVia};
 use crate::proc::{self, Step, Usage};
 use crate::report::{self, Results};
@@ -48,23 +49,14 @@ impl Options {
             weir: None,
             write: true,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let num = |flag: &str, v: String| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
-            };
-            match a.as_str() {
-                "--rounds" => o.rounds = num("--rounds", val("--rounds")?)?,
-                "--rss-rounds" => o.rss_rounds = num("--rss-rounds", val("--rss-rounds")?)?,
-                "--weir" => o.weir = Some(PathBuf::from(val("--weir")?)),
+        let mut f = Flags::new("b5", args);
+        while let Some(a) = f.next_flag() {
+            match a {
+                "--rounds" => o.rounds = f.number(a)? as usize,
+                "--rss-rounds" => o.rss_rounds = f.number(a)? as usize,
+                "--weir" => o.weir = Some(PathBuf::from(f.value(a)?)),
                 "--no-write" => o.write = false,
-                other => return Err(format!("b5: unknown option '{other}'")),
+                other => return Err(f.unknown(other)),
             }
         }
         if o.rounds < 7 {

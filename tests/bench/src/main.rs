@@ -17,6 +17,7 @@ mod b1;
 mod b3;
 mod b5;
 mod env;
+mod flags;
 mod kstate;
 mod proc;
 mod report;
