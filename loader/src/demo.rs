@@ -214,21 +214,7 @@ fn client(args: &[String]) -> Result<(), String> {
     let timeout = Duration::from_secs(3);
     for ip in [IpAddr::from(ADDR_B4), IpAddr::from(ADDR_B6)] {
         for i in 0..rounds {
-            let to = SocketAddr::new(ip, TCP_PORT);
-            let mut s = TcpStream::connect_timeout(&to, timeout)
-                .map_err(|e| format!("tcp connect {to}: {e}"))?;
-            s.set_read_timeout(Some(timeout))
-                .map_err(|e| e.to_string())?;
-            let msg = format!("hello {i}");
-            s.write_all(msg.as_bytes())
-                .map_err(|e| format!("tcp send {to}: {e}"))?;
-            let mut buf = [0u8; 64];
-            let n = s
-                .read(&mut buf)
-                .map_err(|e| format!("tcp receive {to}: {e}"))?;
-            if &buf[..n] != msg.as_bytes() {
-                return Err(format!("tcp {to}: echo mismatch"));
-            }
+            tcp_echo(SocketAddr::new(ip, TCP_PORT), &format!("hello {i}"))?;
         }
         println!("tcp {ip}: {rounds} echo exchanges");
     }

@@ -126,14 +126,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PrefilterCh
     if let Some(m) = maps.get(MAP_V6) {
         let cap = max_entries(m)? as usize;
         if v6.len() > cap {
-            return Err(Error::map(
-                MAP_V6,
-                format!(
-                    "the config denies {} IPv6 networks, more than the capacity of {cap}; nothing was changed. \
-                     Raise it with `prefilter capacity v6=N` (a pinned map cannot grow: `weir unload` first)",
-                    v6.len()
-                ),
-            ));
+            return Err(over_capacity(MAP_V6, "IPv6", "v6", v6.len(), cap));
         }
     }
     if let Some((plan, v4_maps)) = v4_plan {
@@ -169,6 +162,17 @@ pub fn apply_v4(
         .ok_or_else(|| Error::map(MAP_V4, "the loaded objects have no IPv4 deny list"))?;
     let plan = v4_maps.plan(prefixes)?;
     v4_maps.write(plan, undo)
+}
+
+/// The error for a deny list of `n` networks in a map of `capacity` entries.
+fn over_capacity(map: &str, family: &str, option: &str, n: usize, capacity: usize) -> Error {
+    Error::map(
+        map,
+        format!(
+            "the config denies {n} {family} networks, more than the capacity of {capacity}; nothing was changed. \
+             Raise it with `prefilter capacity {option}=N` (a pinned map cannot grow: `weir unload` first)"
+        ),
+    )
 }
 
 fn max_entries(m: &OpenMap) -> Result<u32, Error> {
@@ -225,14 +229,7 @@ impl<'a> V4Maps<'a> {
     fn plan(&self, want: &BTreeSet<(u32, u8)>) -> Result<V4Plan, Error> {
         let capacity = max_entries(self.entries)? as usize;
         if want.len() > capacity {
-            return Err(Error::map(
-                MAP_V4,
-                format!(
-                    "the config denies {} IPv4 networks, more than the capacity of {capacity}; nothing was changed. \
-                     Raise it with `prefilter capacity v4=N` (a pinned map cannot grow: `weir unload` first)",
-                    want.len()
-                ),
-            ));
+            return Err(over_capacity(MAP_V4, "IPv4", "v4", want.len(), capacity));
         }
         let rows: Vec<DenyV4> = if self.entries.reused {
             decode_all(self.entries)?

@@ -34,8 +34,9 @@ use weir::sys::netlink::{Netlink, XdpMode};
 use weir::sys::netns;
 
 use crate::env::{self, Facts};
+use crate::flags::Flags;
 use crate::proc::{self, output_of, Step};
-use crate::stats::Summary;
+use crate::report::{self, fmt_n, med, shape, show, show_x, verdict};
 
 const HEADING: &str = "## B1: XDP prefilter";
 /// Probe frames per path: the cost of an LPM lookup depends on how deep the address's path in
@@ -88,34 +89,18 @@ impl Options {
             native: true,
             write: true,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let num = |flag: &str, v: &str| {
-                v.replace('_', "")
-                    .parse::<u64>()
-                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
-            };
-            match a.as_str() {
-                "--rounds" => o.rounds = num(a, &val(a)?)? as usize,
-                "--scales" => {
-                    let v = val(a)?;
-                    o.scales = v
-                        .split(',')
-                        .map(|s| num(a, s.trim()).map(|n| n as usize))
-                        .collect::<Result<_, _>>()?;
-                }
-                "--linear-max" => o.linear_max = num(a, &val(a)?)? as usize,
-                "--prog-repeat" => o.prog_repeat = num(a, &val(a)?)?.min(u32::MAX as u64) as u32,
-                "--target-ms" => o.target_ms = num(a, &val(a)?)?,
-                "--seed" => o.seed = num(a, &val(a)?)?,
+        let mut f = Flags::new("b1", args);
+        while let Some(a) = f.next_flag() {
+            match a {
+                "--rounds" => o.rounds = f.number(a)? as usize,
+                "--scales" => o.scales = f.numbers(a)?,
+                "--linear-max" => o.linear_max = f.number(a)? as usize,
+                "--prog-repeat" => o.prog_repeat = f.number(a)?.min(u32::MAX as u64) as u32,
+                "--target-ms" => o.target_ms = f.number(a)?,
+                "--seed" => o.seed = f.number(a)?,
                 "--no-native" => o.native = false,
                 "--no-write" => o.write = false,
-                other => return Err(format!("b1: unknown option '{other}'")),
+                other => return Err(f.unknown(other)),
             }
         }
         if o.rounds < 7 {
@@ -1117,81 +1102,6 @@ fn per_round(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
     a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
 }
 
-fn med(v: &[f64]) -> f64 {
-    Summary::of(v).map_or(f64::NAN, |s| s.median)
-}
-
-fn show(v: &[f64], prec: usize) -> String {
-    Summary::of(v).map_or("–".into(), |s| s.show(prec))
-}
-
-fn show_x(v: &[f64]) -> String {
-    Summary::of(v).map_or("–".into(), |s| {
-        let p = if s.median >= 100.0 {
-            0
-        } else if s.median >= 10.0 {
-            1
-        } else {
-            2
-        };
-        format!("{}×", s.show(p))
-    })
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "**met**"
-    } else {
-        "**missed**"
-    }
-}
-
-fn fmt_n(n: usize) -> String {
-    if n >= 1000 && n.is_multiple_of(1000) {
-        format!("{}k", n / 1000)
-    } else {
-        n.to_string()
-    }
-}
-
-/// How a cost grows over N: `flat` when all of it stays within `noise` ns (or 15 %) of the
-/// smallest, else whichever of `a + b·log10 N` and `a + b·N` fits the medians better
-/// (least squares).
-fn shape(points: &[(usize, f64)], noise: f64) -> String {
-    if points.len() < 2 {
-        return "–".into();
-    }
-    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let fit = |x: &dyn Fn(usize) -> f64| -> (f64, f64) {
-        let n = points.len() as f64;
-        let mx = points.iter().map(|p| x(p.0)).sum::<f64>() / n;
-        let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-        let sxx: f64 = points.iter().map(|p| (x(p.0) - mx).powi(2)).sum();
-        let sxy: f64 = points.iter().map(|p| (x(p.0) - mx) * (p.1 - my)).sum();
-        let b = sxy / sxx;
-        let sse = points
-            .iter()
-            .map(|p| (p.1 - (my + b * (x(p.0) - mx))).powi(2))
-            .sum();
-        (b, sse)
-    };
-    let (b_log, sse_log) = fit(&|n| (n as f64).log10());
-    let (b_lin, sse_lin) = fit(&|n| n as f64);
-    if hi - lo <= noise.max(0.15 * lo.abs()) {
-        return format!("flat ({b_log:+.1} ns per ×10)");
-    }
-    // A cost that falls (or wanders) as N grows is not growth, whatever fits it best.
-    if b_log <= 0.0 && b_lin <= 0.0 {
-        return format!("flat, no growth ({b_log:+.1} ns per ×10)");
-    }
-    if points.len() > 2 && sse_lin < sse_log {
-        format!("linear ({:+.1} ns per 1000 entries)", b_lin * 1000.0)
-    } else {
-        format!("logarithmic ({b_log:+.1} ns per ×10)")
-    }
-}
-
 struct Report<'a> {
     opts: &'a Options,
     facts: Facts,
@@ -1595,7 +1505,7 @@ impl Report<'_> {
                 } else {
                     String::new()
                 },
-                shape(&pts, noise)
+                shape(&pts, noise, "ns", "entries")
             );
         }
 
@@ -1829,42 +1739,6 @@ impl Report<'_> {
             chunks as f64 / self.scales[last] as f64,
         );
         t
-    }
-}
-
-/// Replaces the B1 section of `path` (up to the next `## ` heading), or inserts it before the
-/// first later benchmark's section (or at the end); the other sections stay as they are.
-fn write_section(path: &Path, section: &str) -> Result<(), String> {
-    let old =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    std::fs::write(path, splice(&old, section))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-fn splice(old: &str, section: &str) -> String {
-    let section = section.trim_end().to_owned() + "\n";
-    let at_line = |i: usize| i == 0 || old[..i].ends_with('\n');
-    if let Some((i, _)) = old.match_indices(HEADING).find(|(i, _)| at_line(*i)) {
-        let after = &old[i + HEADING.len()..];
-        let end = after
-            .find("\n## ")
-            .map_or(old.len(), |j| i + HEADING.len() + j + 1);
-        let tail = &old[end..];
-        let sep = if tail.is_empty() { "" } else { "\n" };
-        return format!("{}{section}{sep}{}", &old[..i], tail);
-    }
-    // Before the first `## B<k>` with k > 1, so the suite stays in order.
-    let later = old.match_indices("## B").find(|(i, _)| {
-        at_line(*i)
-            && old[i + 4..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|d| d.parse::<u32>().ok())
-                .is_some_and(|k| k > 1)
-    });
-    match later {
-        Some((i, _)) => format!("{}{section}\n{}", &old[..i], &old[i..]),
-        None => format!("{}\n\n{section}", old.trim_end()),
     }
 }
 
@@ -2119,7 +1993,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     println!("{section}");
     if opts.write {
         let path = env::workspace_root().join("BENCHMARKS.md");
-        write_section(&path, &section)?;
+        report::write_section(&path, HEADING, &section)?;
         eprintln!("wrote the B1 section of {}", path.display());
     }
     // Namespaces, rules and programs go with `bench` (RAII), also on the error paths above.
@@ -2156,24 +2030,5 @@ mod tests {
         let f = frame([2, 0, 0, 0, 0, 2], 0x0a00_0001);
         assert_eq!(f.len(), FRAME_LEN);
         assert_eq!(ip_checksum(&f[14..34]), 0);
-    }
-
-    #[test]
-    fn splice_inserts_before_later_sections_and_replaces_its_own() {
-        let old = "# T\n\nintro\n\n## B5: loader\nfive\n";
-        let new = splice(old, "## B1: XDP prefilter\none\n");
-        assert_eq!(
-            new,
-            "# T\n\nintro\n\n## B1: XDP prefilter\none\n\n## B5: loader\nfive\n"
-        );
-        let again = splice(&new, "## B1: XDP prefilter\nuno\n");
-        assert_eq!(
-            again,
-            "# T\n\nintro\n\n## B1: XDP prefilter\nuno\n\n## B5: loader\nfive\n"
-        );
-        assert_eq!(
-            splice("# T\n", "## B1: XDP prefilter\nx"),
-            "# T\n\n## B1: XDP prefilter\nx\n"
-        );
     }
 }

@@ -2,18 +2,22 @@
 //! objects loaded with bpftool + ip + tc.
 //!
 //! Every run gets a fresh sandbox (two netns, a veth pair, a cgroup): the loader under test
-//! attaches XDP (native) and TC ingress/egress on `veth_b` and connect4/connect6 on the cgroup,
-//! with `if_counters` shared by the three interface programs and `sock_counters` by the two
-//! socket programs. After every run the kernel state is read back and checked, then torn down
-//! and checked empty; only the load sequence is timed.
+//! attaches XDP (native) and TC ingress/egress on `veth_b` and every socket hook weir has
+//! (connect, sendmsg, recvmsg and getpeername, v4 and v6) on the cgroup, with the maps shared
+//! exactly as weir shares them. After every run the kernel state is read back and checked, then
+//! torn down and checked empty; only the load sequence is timed. Afterwards every map is
+//! created once more on its own, to show what `BPF_MAP_CREATE` costs per map (both sides pay
+//! it).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir::sandbox::Sandbox;
+use weir::sys::bpf::{self, MapCreate, MapInfo};
 
 use crate::env;
+use crate::flags::Flags;
 use crate::kstate::{self, TcVia};
 use crate::proc::{self, Step, Usage};
 use crate::report::{self, Results};
@@ -45,23 +49,14 @@ impl Options {
             weir: None,
             write: true,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let num = |flag: &str, v: String| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("{flag}: '{v}' is not a number"))
-            };
-            match a.as_str() {
-                "--rounds" => o.rounds = num("--rounds", val("--rounds")?)?,
-                "--rss-rounds" => o.rss_rounds = num("--rss-rounds", val("--rss-rounds")?)?,
-                "--weir" => o.weir = Some(PathBuf::from(val("--weir")?)),
+        let mut f = Flags::new("b5", args);
+        while let Some(a) = f.next_flag() {
+            match a {
+                "--rounds" => o.rounds = f.number(a)? as usize,
+                "--rss-rounds" => o.rss_rounds = f.number(a)? as usize,
+                "--weir" => o.weir = Some(PathBuf::from(f.value(a)?)),
                 "--no-write" => o.write = false,
-                other => return Err(format!("b5: unknown option '{other}'")),
+                other => return Err(f.unknown(other)),
             }
         }
         if o.rounds < 7 {
@@ -190,6 +185,8 @@ struct Ctx {
     self_exe: PathBuf,
     scratch: Scratch,
     n: Cell<u32>,
+    /// The maps of the first verified load, as the kernel reports them.
+    maps: RefCell<Vec<MapInfo>>,
 }
 
 impl Ctx {
@@ -476,8 +473,11 @@ fn one(ctx: &Ctx, v: Variant, mode: Mode<'_>) -> Result<(Measured, Vec<String>),
     std::thread::sleep(SETTLE);
     let m = execute(&sb, &plan.load, plan.in_b, mode, &ctx.self_exe)
         .map_err(|e| format!("{}: {e}", v.name()))?;
-    kstate::verify_attached(&sb, v.tc(), &ctx.spec)
+    let maps = kstate::verify_attached(&sb, v.tc(), &ctx.spec)
         .map_err(|e| format!("{}: kernel state after load: {e}", v.name()))?;
+    if ctx.maps.borrow().is_empty() {
+        *ctx.maps.borrow_mut() = maps;
+    }
     execute(&sb, &plan.teardown, plan.in_b, Mode::Timed, &ctx.self_exe)
         .map_err(|e| format!("{}: teardown: {e}", v.name()))?;
     if let Some(p) = &plan.pins {
@@ -492,6 +492,39 @@ fn one(ctx: &Ctx, v: Variant, mode: Mode<'_>) -> Result<(Measured, Vec<String>),
         ));
     }
     Ok((m, plan.load.iter().map(|s| s.label.clone()).collect()))
+}
+
+/// Creations of each map alone, for its median.
+const MAP_CREATES: usize = 5;
+
+/// Creates a map like `m` (type, sizes, flags; no BTF, which costs little beside the
+/// allocation) on its own, MAP_CREATES times; the median wall time of `BPF_MAP_CREATE` in ms.
+///
+/// # Errors
+/// The kernel refuses the map.
+fn map_create_ms(m: &MapInfo) -> Result<f64, String> {
+    let mut t = Vec::with_capacity(MAP_CREATES);
+    for _ in 0..MAP_CREATES {
+        let a = MapCreate {
+            name: &m.name,
+            map_type: m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            flags: m.flags,
+            btf_fd: None,
+            btf_key_type_id: 0,
+            btf_value_type_id: 0,
+            map_extra: m.map_extra,
+        };
+        let t0 = Instant::now();
+        let fd = bpf::map_create(&a).map_err(|e| format!("map '{}' alone: {e}", m.name))?;
+        t.push(ms(t0.elapsed()));
+        // Freed asynchronously (after an RCU grace period): let it go before the next one.
+        drop(fd);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(crate::report::med(&t))
 }
 
 /// Round `r` runs the variants starting at a different one each time.
@@ -545,6 +578,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         self_exe: std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?,
         scratch,
         n: Cell::new(0),
+        maps: RefCell::new(Vec::new()),
     };
     eprintln!(
         "B5: weir {} ({} bytes); {} rusage round(s), then {} timed rounds of {} variants",
@@ -594,11 +628,17 @@ pub fn run(opts: &Options) -> Result<(), String> {
         };
         res.add_profile(v, p);
     }
+    for m in ctx.maps.borrow().iter() {
+        res.add_map_cost(m, map_create_ms(m)?);
+    }
+    let path = env::workspace_root().join("BENCHMARKS.md");
+    res.previous = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| report::previous_run(&t));
     let section = report::section(&res);
     println!("{section}");
     if opts.write {
-        let path = env::workspace_root().join("BENCHMARKS.md");
-        report::write_section(&path, &section)?;
+        report::write_section(&path, report::HEADING, &section)?;
         eprintln!("wrote the B5 section of {}", path.display());
     }
     Ok(())

@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 
 use weir::sandbox::Sandbox;
-use weir::sys::bpf::{self, consts, LinkTarget};
+use weir::sys::bpf::{self, consts, LinkTarget, MapInfo};
 use weir::sys::cgroup;
 use weir::sys::netlink::{Netlink, TcDirection, XDP_ATTACHED_NONE};
 
@@ -93,13 +93,25 @@ fn map_name(id: u32) -> Result<String, String> {
     Ok(bpf::map_info(fd.as_fd()).map_err(|e| e.to_string())?.name)
 }
 
+/// `name` as the kernel stores it: object names hold at most 15 bytes (`BPF_OBJ_NAME_LEN` is 16
+/// with the NUL), so `sock_getpeername4` reads back as `sock_getpeernam`.
+fn kernel_name(name: &str) -> &str {
+    const MAX: usize = 15;
+    let mut end = name.len().min(MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// Checks that exactly the spec's programs are attached in the sandbox: the XDP program native
 /// on veth_b, the TC programs at ingress/egress by `tc`, one program per socket hook on the
 /// cgroup, and that across all of them each map name has one map id (shared maps are shared).
+/// Returns what the kernel reports about those maps, one per name.
 ///
 /// # Errors
 /// Says what is missing, extra, misnamed or not shared.
-pub fn verify_attached(sb: &Sandbox, tc: TcVia, spec: &Spec) -> Result<(), String> {
+pub fn verify_attached(sb: &Sandbox, tc: TcVia, spec: &Spec) -> Result<Vec<MapInfo>, String> {
     let h = read_hooks(sb, spec)?;
     if h.xdp_other {
         return Err("xdp: attached, but not (only) in native mode".into());
@@ -133,7 +145,7 @@ pub fn verify_attached(sb: &Sandbox, tc: TcVia, spec: &Spec) -> Result<(), Strin
     let mut maps: Vec<(String, u32)> = Vec::new();
     for (id, want) in ids.iter().zip(spec.attached()) {
         let (name, map_ids) = prog(*id)?;
-        if name != want {
+        if name != kernel_name(want) {
             return Err(format!("prog id {id}: expected '{want}', found '{name}'"));
         }
         for m in map_ids {
@@ -149,7 +161,12 @@ pub fn verify_attached(sb: &Sandbox, tc: TcVia, spec: &Spec) -> Result<(), Strin
             }
         }
     }
-    Ok(())
+    maps.iter()
+        .map(|(_, id)| {
+            let fd = bpf::map_fd_by_id(*id).map_err(|e| e.to_string())?;
+            bpf::map_info(fd.as_fd()).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// Checks that nothing is attached in the sandbox any more.
@@ -162,5 +179,17 @@ pub fn verify_clean(sb: &Sandbox, spec: &Spec) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("still attached after teardown: {h:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_name;
+
+    #[test]
+    fn names_are_cut_to_what_the_kernel_keeps() {
+        assert_eq!(kernel_name("sock_getpeername4"), "sock_getpeernam");
+        assert_eq!(kernel_name("xdp_prefilter"), "xdp_prefilter");
+        assert_eq!(kernel_name("exactly_15_char"), "exactly_15_char");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p weir-bench -- b1 [--rounds N] [--scales 10,100,1000,10000,100000] [--no-write]
+//! cargo run --release -p weir-bench -- b3 [--rounds N] [--scales 1,100,1000,10000,30000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
 //! ```
 //!
@@ -13,8 +14,10 @@
 #![forbid(unsafe_code)]
 
 mod b1;
+mod b3;
 mod b5;
 mod env;
+mod flags;
 mod kstate;
 mod proc;
 mod report;
@@ -32,6 +35,9 @@ Usage: weir-bench <BENCHMARK> [OPTIONS]
 Benchmarks:
   b1   XDP prefilter: cost per dropped / passed packet over 10 -> 100k CIDRs;
        competitors: iptables raw (linear, ipset), nft netdev set, an empty XDP program
+  b3   connect-time load balancing: connections/s and connect() latency to a VIP
+       over 1 -> 100k services; competitors: kube-proxy's iptables (DNAT) and
+       nftables (vmap) layouts, a direct connect to the backend (the floor)
   b5   loader cold load+attach of everything, binary size, peak RSS;
        competitor: the same objects loaded with bpftool + ip + tc
 
@@ -43,6 +49,15 @@ Options of b1:
   --target-ms N     wall time per stack-level measurement (default 120)
   --seed N          deny-list seed (default 177)
   --no-native       skip the natively attached (veth relay) variant
+  --no-write        print the section but leave BENCHMARKS.md alone
+
+Options of b3:
+  --rounds N        interleaved timed rounds (default 9, at least 7)
+  --scales A,B,..   numbers of services (default 1,100,1000,10000,30000,100000)
+  --iptables-max N  largest N with the iptables variant (default: every N)
+  --nft-max N       largest N with the nft variant (default: every N)
+  --ms N            minimum wall time of one measurement (default 150)
+  --conns N         minimum connections of one measurement (default 300)
   --no-write        print the section but leave BENCHMARKS.md alone
 
 Options of b5:
@@ -67,6 +82,16 @@ fn main() -> ExitCode {
             },
             Err(e) => usage_error(&e),
         },
+        Some("b3") => match b3::Options::parse(&args[1..]) {
+            Ok(opts) => match b3::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b3: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
         Some("b5") => match b5::Options::parse(&args[1..]) {
             Ok(opts) => match b5::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +102,8 @@ fn main() -> ExitCode {
             },
             Err(e) => usage_error(&e),
         },
+        // Internal: B3's client process (joins a cgroup and a netns, connects in a loop).
+        Some(b3::CLIENT) => b3::client_main(&args[1..]),
         // Internal: run a command and report its rusage (see proc::RSS_WRAP).
         Some(proc::RSS_WRAP) => proc::rss_wrap_main(&args[1..]),
         Some("-h" | "--help" | "help") => {

@@ -1,4 +1,5 @@
-//! B5's results and their section of BENCHMARKS.md.
+//! Writing results into BENCHMARKS.md: one section per benchmark, kept in suite order, and the
+//! helpers every section uses (verdicts, ranges, shapes over N); then B5's results and section.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +10,8 @@ use crate::proc::Usage;
 use crate::stats::Summary;
 use crate::syscalls::Profile;
 
-const HEADING: &str = "## B5: loader cold load";
+/// The heading of B5's section.
+pub const HEADING: &str = "## B5: loader cold load";
 
 const FILE_HEADER: &str = "\
 # weir benchmarks
@@ -67,6 +69,10 @@ pub struct Results {
     binary: BinaryInfo,
     data: Vec<VariantData>,
     floors: Vec<(String, Vec<f64>)>,
+    /// Per map: name, type, max_entries, flags, ms to create it alone.
+    map_costs: Vec<(String, u32, u32, u32, f64)>,
+    /// The previous run's headline, from the section this one replaces.
+    pub previous: Option<String>,
 }
 
 fn idx(v: Variant) -> usize {
@@ -87,6 +93,8 @@ impl Results {
             binary,
             data: vec![VariantData::default(); VARIANTS.len()],
             floors: Vec::new(),
+            map_costs: Vec::new(),
+            previous: None,
         }
     }
 
@@ -115,6 +123,18 @@ impl Results {
             Some((_, v)) => v.push(ms),
             None => self.floors.push((label.to_owned(), vec![ms])),
         }
+    }
+
+    pub fn add_map_cost(&mut self, m: &weir::sys::bpf::MapInfo, ms: f64) {
+        self.map_costs
+            .push((m.name.clone(), m.map_type, m.max_entries, m.flags, ms));
+    }
+
+    /// The map costs, most expensive first.
+    fn map_costs_sorted(&self) -> Vec<&(String, u32, u32, u32, f64)> {
+        let mut v: Vec<_> = self.map_costs.iter().collect();
+        v.sort_by(|a, b| b.4.total_cmp(&a.4));
+        v
     }
 
     pub fn add_profile(&mut self, v: Variant, p: Profile) {
@@ -161,14 +181,6 @@ fn kib(k: u64) -> String {
     format!("{k} KiB ({:.1} MiB)", k as f64 / 1024.0)
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "**met**"
-    } else {
-        "**missed**"
-    }
-}
-
 /// The B5 section, from its heading to the end.
 pub fn section(r: &Results) -> String {
     let mut s = String::new();
@@ -192,6 +204,9 @@ pub fn section(r: &Results) -> String {
     );
     let _ = writeln!(s, "- Tools: {}", f.tools.join("; "));
     let _ = writeln!(s, "- Command (as root): `{}`", r.command);
+    if let Some(p) = &r.previous {
+        let _ = writeln!(s, "{p}");
+    }
     let _ = writeln!(
         s,
         "- {} timed rounds, the variants interleaved and the first one rotating every round, \
@@ -317,8 +332,65 @@ pub fn section(r: &Results) -> String {
             );
         }
     }
+    if !r.map_costs.is_empty() {
+        let total: f64 = r.map_costs.iter().map(|m| m.4).sum();
+        let _ = writeln!(
+            s,
+            "\n`BPF_MAP_CREATE` of each map on its own (same type, sizes and flags, no BTF; \
+             median of 5, after the rounds): {total:.1} ms for all {}; both sides create \
+             every one of them.\n",
+            r.map_costs.len()
+        );
+        let _ = writeln!(s, "| map | type | max_entries | ms |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (name, ty, max, flags, ms) in r.map_costs_sorted() {
+            let prealloc = if flags & 1 != 0 { ", no prealloc" } else { "" };
+            let _ = writeln!(
+                s,
+                "| `{name}` | {}{prealloc} | {max} | {ms:.2} |",
+                map_type_name(*ty)
+            );
+        }
+    }
     let _ = writeln!(s, "\n{}", meaning(r));
     s
+}
+
+/// One bullet about the previous B5 run in `text` (BENCHMARKS.md as it was), so that a new run
+/// shows what changed: its date, commit, what it loaded, and the two headline medians.
+pub fn previous_run(text: &str) -> Option<String> {
+    let start = text.find(&format!("{HEADING}\n"))?;
+    let body = &text[start + HEADING.len()..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    let what = body.split("whole dataplane (").nth(1)?.split(';').next()?;
+    let date_line = body.lines().find(|l| l.starts_with("- Date: "))?;
+    let date = date_line["- Date: ".len()..].split(';').next()?.trim();
+    let commit = date_line.split("commit ").nth(1)?.split(';').next()?.trim();
+    let wall = |row: &str| -> Option<String> {
+        let line = body.lines().find(|l| l.starts_with(row))?;
+        line.split(" | ").nth(3).map(str::to_owned)
+    };
+    Some(format!(
+        "- Previous run ({date}, commit {commit}; it loaded {what}): `weir load` {} ms, \
+         `bpftool + ip + tc` {} ms",
+        wall("| **weir load** |")?,
+        wall("| bpftool + ip + tc |")?
+    ))
+}
+
+/// Kernel map type names (`enum bpf_map_type`) of the types weir uses.
+fn map_type_name(t: u32) -> String {
+    match t {
+        1 => "hash".into(),
+        2 => "array".into(),
+        5 => "percpu_hash".into(),
+        6 => "percpu_array".into(),
+        9 => "lru_hash".into(),
+        10 => "lru_percpu_hash".into(),
+        11 => "lpm_trie".into(),
+        27 => "ringbuf".into(),
+        other => format!("type {other}"),
+    }
 }
 
 /// The paragraph saying where the time goes, from the numbers of this run.
@@ -347,16 +419,43 @@ fn meaning(r: &Results) -> String {
         .profile
         .as_ref()
         .is_some_and(|p| p.has_private_netns());
+    let weir_slow = r.data[idx(Variant::Weir)]
+        .profile
+        .as_ref()
+        .map(|p| p.slow())
+        .unwrap_or_default();
+    let top = weir_slow.first().map_or(String::new(), |(k, g)| {
+        format!(
+            ", the largest `{k}` ({}× {:.1} ms)",
+            g.slow_calls,
+            g.slow_secs * 1e3
+        )
+    });
     let mut t = format!(
         "**What the numbers mean.** `weir load` is one static process ({fw:.2} ms to start) \
-         using {:.1} ms of CPU; the rest of its {:.1} ms is spent waiting in the kernel (the \
-         slow calls above add up to {:.1} ms under strace). Each TCX link create waits for an \
-         RCU grace period (`synchronize_rcu` when the kernel swaps the hook's program array), \
-         and native XDP on a veth makes the driver reconfigure, which the competitors pay too \
-         (`ip link set xdpdrv`: {ip_xdp:.1} ms).",
+         using {:.1} ms of CPU; most of its {:.1} ms is spent in the kernel (the slow calls \
+         above add up to {:.1} ms under strace{top}).",
         cpu(Variant::Weir),
         med(Variant::Weir),
         slow(Variant::Weir),
+    );
+    if let Some((name, ty, max, _, ms)) = r.map_costs_sorted().first() {
+        let total: f64 = r.map_costs.iter().map(|m| m.4).sum();
+        t += &format!(
+            " Creating the maps costs {total:.1} ms on its own, {ms:.1} ms of it `{name}` \
+             ({}, {max} entries)",
+            map_type_name(*ty)
+        );
+        if *ty == 6 {
+            t += ": a per-CPU array allocates every element's per-CPU storage separately \
+                  when the map is created";
+        }
+        t += "; every loader pays this, the competitors too.";
+    }
+    t += &format!(
+        " Each TCX link create waits for an RCU grace period (`synchronize_rcu` when the \
+         kernel swaps the hook's program array), and native XDP on a veth makes the driver \
+         reconfigure, which the competitors pay too (`ip link set xdpdrv`: {ip_xdp:.1} ms)."
     );
     if probe {
         t += " The calls marked *private netns* are weir's feature probe for XDP links: a \
@@ -380,62 +479,248 @@ fn meaning(r: &Results) -> String {
     t
 }
 
-/// Replaces the B5 section of `path` (up to the next `## ` heading) or appends it, creating the
-/// file with its header when missing; other sections stay as they are.
+// ---------------------------------------------------------------------------------------------
+// Shared by every benchmark
+
+/// `**met**` or `**missed**`.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Median of a sample (NaN when empty).
+pub fn med(v: &[f64]) -> f64 {
+    Summary::of(v).map_or(f64::NAN, |s| s.median)
+}
+
+/// `median (min–max)` of a sample, `–` when empty.
+pub fn show(v: &[f64], prec: usize) -> String {
+    Summary::of(v).map_or("–".into(), |s| s.show(prec))
+}
+
+/// A ratio: `median (min–max)×`, with fewer decimals the larger it is.
+pub fn show_x(v: &[f64]) -> String {
+    Summary::of(v).map_or("–".into(), |s| {
+        let p = if s.median >= 100.0 {
+            0
+        } else if s.median >= 10.0 {
+            1
+        } else {
+            2
+        };
+        format!("{}×", s.show(p))
+    })
+}
+
+/// `10k` for 10000, `1500` for 1500.
+pub fn fmt_n(n: usize) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// How a cost grows over N: `flat` when all of it stays within `noise` (or 15 %) of the
+/// smallest, else whichever of `a + b·log10 N` and `a + b·N` fits the medians better (least
+/// squares). `unit` names the cost's unit (`ns`), `per` what N counts (`entries`).
+pub fn shape(points: &[(usize, f64)], noise: f64, unit: &str, per: &str) -> String {
+    if points.len() < 2 {
+        return "–".into();
+    }
+    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let fit = |x: &dyn Fn(usize) -> f64| -> (f64, f64) {
+        let n = points.len() as f64;
+        let mx = points.iter().map(|p| x(p.0)).sum::<f64>() / n;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = points.iter().map(|p| (x(p.0) - mx).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|p| (x(p.0) - mx) * (p.1 - my)).sum();
+        let b = sxy / sxx;
+        let sse = points
+            .iter()
+            .map(|p| (p.1 - (my + b * (x(p.0) - mx))).powi(2))
+            .sum();
+        (b, sse)
+    };
+    let (b_log, sse_log) = fit(&|n| (n as f64).log10());
+    let (b_lin, sse_lin) = fit(&|n| n as f64);
+    if hi - lo <= noise.max(0.15 * lo.abs()) {
+        return format!("flat ({b_log:+.1} {unit} per ×10)");
+    }
+    // A cost that falls (or wanders) as N grows is not growth, whatever fits it best.
+    if b_log <= 0.0 && b_lin <= 0.0 {
+        return format!("flat, no growth ({b_log:+.1} {unit} per ×10)");
+    }
+    if points.len() > 2 && sse_lin < sse_log {
+        format!("linear ({:+.1} {unit} per 1000 {per})", b_lin * 1000.0)
+    } else {
+        format!("logarithmic ({b_log:+.1} {unit} per ×10)")
+    }
+}
+
+/// The benchmarks in the order their sections appear.
+const SUITE: [&str; 6] = ["B1", "B2", "B3", "B4", "B5", "B6"];
+
+/// The suite position of a `## Bk: …` heading (unknown ids go last).
+fn rank(heading: &str) -> usize {
+    let id = heading
+        .trim_start_matches('#')
+        .trim_start()
+        .split([':', ' '])
+        .next()
+        .unwrap_or("");
+    SUITE.iter().position(|s| *s == id).unwrap_or(SUITE.len())
+}
+
+/// Writes `section` (which starts with `heading`) into `path`: replaces the section with that
+/// heading (up to the next `## ` heading), or inserts it before the first section that comes
+/// later in the suite (B1, B2, … B6), or appends it; creates the file with its header when
+/// missing. Other sections stay as they are.
 ///
 /// # Errors
 /// The file cannot be read or written.
-pub fn write_section(path: &Path, section: &str) -> Result<(), String> {
+pub fn write_section(path: &Path, heading: &str, section: &str) -> Result<(), String> {
     let old = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => FILE_HEADER.to_owned(),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let new = splice(&old, section);
+    let new = splice(&old, heading, section);
     std::fs::write(path, new).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-fn splice(old: &str, section: &str) -> String {
+fn splice(old: &str, heading: &str, section: &str) -> String {
     let section = section.trim_end().to_owned() + "\n";
-    let start = old
-        .match_indices(HEADING)
-        .find(|(i, _)| *i == 0 || old[..*i].ends_with('\n'))
-        .map(|(i, _)| i);
-    match start {
-        Some(i) => {
-            let after = &old[i + HEADING.len()..];
-            let end = after
-                .find("\n## ")
-                .map_or(old.len(), |j| i + HEADING.len() + j + 1);
-            let tail = &old[end..];
-            let sep = if tail.is_empty() { "" } else { "\n" };
-            format!("{}{section}{sep}{tail}", &old[..i])
+    let at_line = |i: usize| i == 0 || old[..i].ends_with('\n');
+    // Only a whole heading line counts: `## B1: x` must not match `## B1: xy`.
+    let own = old.match_indices(heading).find(|(i, _)| {
+        at_line(*i) && {
+            let rest = &old[i + heading.len()..];
+            rest.is_empty() || rest.starts_with('\n')
         }
+    });
+    if let Some((i, _)) = own {
+        let after = &old[i + heading.len()..];
+        let end = after
+            .find("\n## ")
+            .map_or(old.len(), |j| i + heading.len() + j + 1);
+        let tail = &old[end..];
+        let sep = if tail.is_empty() { "" } else { "\n" };
+        return format!("{}{section}{sep}{tail}", &old[..i]);
+    }
+    let me = rank(heading);
+    let later = old.match_indices("## ").find(|(i, _)| {
+        at_line(*i) && {
+            let line = old[*i..].lines().next().unwrap_or("");
+            rank(line) > me && rank(line) < SUITE.len()
+        }
+    });
+    match later {
+        Some((i, _)) => format!("{}{section}\n{}", &old[..i], &old[i..]),
         None => format!("{}\n\n{section}", old.trim_end()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::splice;
+    use super::{shape, splice};
+
+    const B1: &str = "## B1: XDP prefilter";
+    const B3: &str = "## B3: connect-time load balancing";
+    const B5: &str = "## B5: loader cold load";
 
     #[test]
     fn replaces_only_its_own_section() {
         let old = "# T\n\n## B1: x\none\n\n## B5: loader cold load\nold\n\n## B6: y\nsix\n";
-        let new = splice(old, "## B5: loader cold load\nnew\n");
+        let new = splice(old, B5, "## B5: loader cold load\nnew\n");
         assert_eq!(
             new,
             "# T\n\n## B1: x\none\n\n## B5: loader cold load\nnew\n\n## B6: y\nsix\n"
         );
-        let appended = splice("# T\n\n## B1: x\none\n", "## B5: loader cold load\nnew");
-        assert_eq!(
-            appended,
-            "# T\n\n## B1: x\none\n\n## B5: loader cold load\nnew\n"
-        );
         let last = splice(
             "# T\n## B5: loader cold load\nold\n",
+            B5,
             "## B5: loader cold load\nnew\n",
         );
         assert_eq!(last, "# T\n## B5: loader cold load\nnew\n");
+    }
+
+    #[test]
+    fn inserts_in_suite_order() {
+        // B1 before a later section, then replaced in place.
+        let old = "# T\n\nintro\n\n## B5: loader\nfive\n";
+        let new = splice(old, B1, "## B1: XDP prefilter\none\n");
+        assert_eq!(
+            new,
+            "# T\n\nintro\n\n## B1: XDP prefilter\none\n\n## B5: loader\nfive\n"
+        );
+        let again = splice(&new, B1, "## B1: XDP prefilter\nuno\n");
+        assert_eq!(
+            again,
+            "# T\n\nintro\n\n## B1: XDP prefilter\nuno\n\n## B5: loader\nfive\n"
+        );
+        // B3 between B1 and B5, whatever their headings say after the id.
+        let three = splice(&again, B3, "## B3: connect-time load balancing\nthree");
+        assert_eq!(
+            three,
+            "# T\n\nintro\n\n## B1: XDP prefilter\nuno\n\n## B3: connect-time load balancing\nthree\n\n## B5: loader\nfive\n"
+        );
+        // Appended when nothing later is there; a missing B1 does not matter.
+        assert_eq!(
+            splice("# T\n", B1, "## B1: XDP prefilter\nx"),
+            "# T\n\n## B1: XDP prefilter\nx\n"
+        );
+        assert_eq!(
+            splice("# T\n\n## B1: a\none\n", B5, "## B5: loader cold load\nnew"),
+            "# T\n\n## B1: a\none\n\n## B5: loader cold load\nnew\n"
+        );
+        // A heading that only starts like ours is another section.
+        let similar = "# T\n\n## B1: XDP prefilter, old\nold\n";
+        assert_eq!(
+            splice(similar, B1, "## B1: XDP prefilter\nnew"),
+            "# T\n\n## B1: XDP prefilter, old\nold\n\n## B1: XDP prefilter\nnew\n"
+        );
+    }
+
+    #[test]
+    fn finds_the_previous_b5_headline() {
+        let text = "# T\n\n## B5: loader cold load\n\nCold load + attach of the whole dataplane \
+                    (3 objects, 5 programs (all attached), 6 maps; XDP native …).\n\n\
+                    - Date: 2026-11-24 16:45 UTC; kernel 6.18; commit af4b48d (with uncommitted \
+                    changes); 2 CPUs\n\n| variant | what | n | wall |\n|---|---|---|---|\n\
+                    | **weir load** | `weir` | 1 | 48.4 (44.2–64.2) | 1 |\n\
+                    | bpftool + ip + tc | one | 9 | 27.8 (22.9–52.8) | 0.53× |\n\n## B6: x\n";
+        assert_eq!(
+            super::previous_run(text).unwrap(),
+            "- Previous run (2026-11-24 16:45 UTC, commit af4b48d (with uncommitted changes); \
+             it loaded 3 objects, 5 programs (all attached), 6 maps): `weir load` 48.4 \
+             (44.2–64.2) ms, `bpftool + ip + tc` 27.8 (22.9–52.8) ms"
+        );
+        assert!(super::previous_run("# T\n").is_none());
+    }
+
+    #[test]
+    fn shapes() {
+        let flat = [(10, 100.0), (1000, 105.0), (100_000, 98.0)];
+        assert!(shape(&flat, 1.0, "ns", "entries").starts_with("flat"));
+        let lin = [
+            (10, 1.0),
+            (1000, 100.0),
+            (10_000, 1000.0),
+            (100_000, 10_000.0),
+        ];
+        assert!(shape(&lin, 1.0, "µs", "services").starts_with("linear"));
+        let log = [
+            (10, 10.0),
+            (100, 20.0),
+            (1000, 30.0),
+            (10_000, 40.0),
+            (100_000, 50.0),
+        ];
+        assert!(shape(&log, 1.0, "ns", "entries").starts_with("logarithmic"));
     }
 }
