@@ -8,6 +8,12 @@
 #include "weir_count.h"
 
 WEIR_DEFINE_MAP_IF_COUNTERS;
+WEIR_DEFINE_MAP_FP_ROUTES_V4;
+WEIR_DEFINE_MAP_FP_ROUTES_V6;
+WEIR_DEFINE_MAP_FP_ENDPOINTS;
+WEIR_DEFINE_MAP_FP_MACS;
+
+#include "weir_fastpath.h"
 
 static __always_inline int count_skb(struct __sk_buff *skb, __u32 hook)
 {
@@ -24,7 +30,8 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u32 hook)
 SEC("classifier")
 int tc_ingress(struct __sk_buff *skb)
 {
-	return count_skb(skb, WEIR_HOOK_TC_INGRESS);
+	count_skb(skb, WEIR_HOOK_TC_INGRESS);
+	return weir_fastpath(skb);
 }
 
 SEC("classifier")

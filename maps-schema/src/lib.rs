@@ -200,6 +200,24 @@ pub mod hook {
     pub const TC_INGRESS: u32 = 1;
     /// TC egress on the interface.
     pub const TC_EGRESS: u32 = 2;
+    /// Fast path: packets redirected straight into this workload (`bpf_redirect_peer`).
+    pub const FASTPATH_IN: u32 = 3;
+    /// Fast path: packets from this workload redirected out of a host interface.
+    pub const FASTPATH_OUT: u32 = 4;
+}
+
+/// The fast path's maps: `fp_routes_v4`/`fp_routes_v6` (local workload addresses → the
+/// workload's host-side interface) and `fp_endpoints` (per interface: flags, its MAC).
+pub mod fastpath {
+    /// `FpEndpoint::flags`: packets arriving on this interface may take the fast path, and
+    /// (for workloads) packets for it may be redirected into it.
+    pub const ON: u32 = 1 << 0;
+    /// `FpEndpoint::flags`: the interface is a workload's host side.
+    pub const WORKLOAD: u32 = 1 << 1;
+    /// Default capacity of each route table (addresses of local workloads).
+    pub const DEFAULT_ROUTES: u32 = 16_384;
+    /// Capacity of `fp_endpoints` and `fp_macs` (interfaces).
+    pub const MAX_ENDPOINTS: u32 = 16_384;
 }
 
 /// Socket hook ids: the key (array index) of `sock_counters`.
@@ -385,6 +403,27 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_HOOK_TC_EGRESS",
                 value: hook::TC_EGRESS,
+            },
+            Constant {
+                c_name: "WEIR_HOOK_FASTPATH_IN",
+                value: hook::FASTPATH_IN,
+            },
+            Constant {
+                c_name: "WEIR_HOOK_FASTPATH_OUT",
+                value: hook::FASTPATH_OUT,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "Fast path endpoint flags (struct weir_fp_endpoint).",
+        consts: &[
+            Constant {
+                c_name: "WEIR_FP_ON",
+                value: fastpath::ON,
+            },
+            Constant {
+                c_name: "WEIR_FP_WORKLOAD",
+                value: fastpath::WORKLOAD,
             },
         ],
     },
@@ -622,6 +661,46 @@ pub const MAPS: &[MapDef] = &[
         flags: 0,
         layout_version: 1,
         doc: "XDP prefilter IPv4 table, deeper levels: chunks of 16 slots, each level 4 more address bits (chunk 0 is never used).",
+    },
+    MapDef {
+        name: "fp_routes_v4",
+        map_type: MapType::LpmTrie,
+        key: LpmV4Key::LAYOUT,
+        value: FpRoute::LAYOUT,
+        max_entries: fastpath::DEFAULT_ROUTES,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Fast path IPv4 routes: local workload prefixes -> the workload's host-side interface.",
+    },
+    MapDef {
+        name: "fp_routes_v6",
+        map_type: MapType::LpmTrie,
+        key: LpmV6Key::LAYOUT,
+        value: FpRoute::LAYOUT,
+        max_entries: fastpath::DEFAULT_ROUTES,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Fast path IPv6 routes: local workload prefixes -> the workload's host-side interface.",
+    },
+    MapDef {
+        name: "fp_endpoints",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: FpEndpoint::LAYOUT,
+        max_entries: fastpath::MAX_ENDPOINTS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Fast path interfaces by ifindex: flags (WEIR_FP_*) and the interface's own MAC.",
+    },
+    MapDef {
+        name: "fp_macs",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: MacAddr::LAYOUT,
+        max_entries: fastpath::MAX_ENDPOINTS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Fast path: each workload's own MAC, learned by the TC program from what the workload sends.",
     },
     MapDef {
         name: "prefilter_v6",
@@ -1046,6 +1125,38 @@ schema_struct! {
         pub port: u16,
         /// Always 0.
         pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Value of `fp_routes_v4` / `fp_routes_v6`: C `struct weir_fp_route`.
+    pub struct FpRoute as "weir_fp_route" {
+        /// The workload's host-side interface.
+        pub ifindex: u32,
+        /// Always 0.
+        pub pad: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `fp_endpoints`: C `struct weir_fp_endpoint`.
+    pub struct FpEndpoint as "weir_fp_endpoint" {
+        /// `fastpath::*` flags.
+        pub flags: u32,
+        /// The interface's own MAC: the source of frames the fast path sends out of it.
+        pub mac: [u8; 6],
+        /// Always 0.
+        pub pad: [u8; 2],
+    }
+}
+
+schema_struct! {
+    /// Value of `fp_macs`: C `struct weir_mac`.
+    pub struct MacAddr as "weir_mac" {
+        /// The address.
+        pub addr: [u8; 6],
+        /// Always 0.
+        pub pad: [u8; 2],
     }
 }
 

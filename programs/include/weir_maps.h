@@ -23,6 +23,12 @@
 #define WEIR_HOOK_XDP 0
 #define WEIR_HOOK_TC_INGRESS 1
 #define WEIR_HOOK_TC_EGRESS 2
+#define WEIR_HOOK_FASTPATH_IN 3
+#define WEIR_HOOK_FASTPATH_OUT 4
+
+/* Fast path endpoint flags (struct weir_fp_endpoint). */
+#define WEIR_FP_ON 1
+#define WEIR_FP_WORKLOAD 2
 
 /* Socket hook ids: the key of sock_counters. */
 #define WEIR_SOCK_HOOK_CONNECT4 0
@@ -176,6 +182,22 @@ struct weir_dir_chunk {
 _Static_assert(sizeof(struct weir_dir_chunk) == 64, "struct weir_dir_chunk: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_dir_chunk, slot) == 0, "struct weir_dir_chunk.slot: offset differs from maps-schema");
 
+struct weir_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+_Static_assert(sizeof(struct weir_lpm_v4) == 8, "struct weir_lpm_v4: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v4, prefixlen) == 0, "struct weir_lpm_v4.prefixlen: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lpm_v4, addr) == 4, "struct weir_lpm_v4.addr: offset differs from maps-schema");
+
+struct weir_fp_route {
+	__u32 ifindex;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weir_fp_route) == 8, "struct weir_fp_route: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_route, ifindex) == 0, "struct weir_fp_route.ifindex: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_route, pad) == 4, "struct weir_fp_route.pad: offset differs from maps-schema");
+
 struct weir_lpm_v6 {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -183,6 +205,24 @@ struct weir_lpm_v6 {
 _Static_assert(sizeof(struct weir_lpm_v6) == 20, "struct weir_lpm_v6: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lpm_v6, prefixlen) == 0, "struct weir_lpm_v6.prefixlen: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lpm_v6, addr) == 4, "struct weir_lpm_v6.addr: offset differs from maps-schema");
+
+struct weir_fp_endpoint {
+	__u32 flags;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weir_fp_endpoint) == 12, "struct weir_fp_endpoint: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_endpoint, flags) == 0, "struct weir_fp_endpoint.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_endpoint, mac) == 4, "struct weir_fp_endpoint.mac: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_endpoint, pad) == 10, "struct weir_fp_endpoint.pad: offset differs from maps-schema");
+
+struct weir_mac {
+	__u8 addr[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weir_mac) == 8, "struct weir_mac: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mac, addr) == 0, "struct weir_mac.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mac, pad) == 6, "struct weir_mac.pad: offset differs from maps-schema");
 
 struct weir_deny_entry {
 	__u64 hits;
@@ -314,6 +354,48 @@ _Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct we
 		__type(value, struct weir_dir_chunk); \
 		__uint(max_entries, 65536); \
 	} deny_v4_nodes SEC(".maps")
+
+/* fp_routes_v4 (lpm_trie, 16384 entries): Fast path IPv4 routes: local workload prefixes -> the workload's host-side interface. */
+#define WEIR_LAYOUT_VERSION_FP_ROUTES_V4 1
+#define WEIR_DEFINE_MAP_FP_ROUTES_V4 \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct weir_lpm_v4); \
+		__type(value, struct weir_fp_route); \
+		__uint(max_entries, 16384); \
+		__uint(map_flags, 0x1); \
+	} fp_routes_v4 SEC(".maps")
+
+/* fp_routes_v6 (lpm_trie, 16384 entries): Fast path IPv6 routes: local workload prefixes -> the workload's host-side interface. */
+#define WEIR_LAYOUT_VERSION_FP_ROUTES_V6 1
+#define WEIR_DEFINE_MAP_FP_ROUTES_V6 \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+		__type(key, struct weir_lpm_v6); \
+		__type(value, struct weir_fp_route); \
+		__uint(max_entries, 16384); \
+		__uint(map_flags, 0x1); \
+	} fp_routes_v6 SEC(".maps")
+
+/* fp_endpoints (hash, 16384 entries): Fast path interfaces by ifindex: flags (WEIR_FP_*) and the interface's own MAC. */
+#define WEIR_LAYOUT_VERSION_FP_ENDPOINTS 1
+#define WEIR_DEFINE_MAP_FP_ENDPOINTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_fp_endpoint); \
+		__uint(max_entries, 16384); \
+	} fp_endpoints SEC(".maps")
+
+/* fp_macs (hash, 16384 entries): Fast path: each workload's own MAC, learned by the TC program from what the workload sends. */
+#define WEIR_LAYOUT_VERSION_FP_MACS 1
+#define WEIR_DEFINE_MAP_FP_MACS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_mac); \
+		__uint(max_entries, 16384); \
+	} fp_macs SEC(".maps")
 
 /* prefilter_v6 (lpm_trie, 65536 entries): XDP prefilter IPv6 deny list: source prefixes whose packets are dropped, with hits. */
 #define WEIR_LAYOUT_VERSION_PREFILTER_V6 1

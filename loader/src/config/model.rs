@@ -80,6 +80,7 @@ impl Config {
                     && a.attach == b.attach
                     && a.addrs == b.addrs
                     && a.labels == b.labels
+                    && a.fastpath == b.fastpath
             });
         let same_cgroups = self.cgroups.len() == other.cgroups.len()
             && self
@@ -201,6 +202,10 @@ pub struct Interface {
     /// `labels=`: the endpoint's labels as (key, value), in the order given, keys unique.
     /// Policies select endpoints by them.
     pub labels: Vec<(String, String)>,
+    /// `fastpath=`: whether packets arriving here may be redirected straight to a local
+    /// workload (or, from a workload, out of the right host interface), bypassing the host's
+    /// routing and netfilter. On by default; it needs `tc=on`.
+    pub fastpath: bool,
     /// The interface name in the config text.
     pub span: Span,
 }

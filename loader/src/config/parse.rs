@@ -42,10 +42,10 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
     StatementSpec {
         keyword: "interface",
         usage: "interface NAME [role=host|workload] [xdp=off|native|generic] [tc=on|off] \
-                [attach=auto|link|legacy] [addrs=ADDR,...] [labels=KEY:VALUE,...]",
+                [attach=auto|link|legacy] [addrs=ADDR,...] [labels=KEY:VALUE,...] [fastpath=on|off]",
         args: &["an interface name"],
         rest: None,
-        options: &["role", "xdp", "tc", "attach", "addrs", "labels"],
+        options: &["role", "xdp", "tc", "attach", "addrs", "labels", "fastpath"],
         apply: interface,
     },
     StatementSpec {
@@ -615,6 +615,13 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
         XdpMode::Native,
     );
     let tc = choice(statement, sink, "tc", &[("on", true), ("off", false)], true);
+    let fastpath = choice(
+        statement,
+        sink,
+        "fastpath",
+        &[("on", true), ("off", false)],
+        true,
+    );
     let attach = choice(
         statement,
         sink,
@@ -653,6 +660,19 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
         );
         return;
     }
+    if fastpath && !tc {
+        if let Some(opt) = statement.option("fastpath") {
+            sink.error(
+                opt.span,
+                format!(
+                    "interface '{}': fastpath=on needs the TC programs, and this interface has tc=off",
+                    show(&name.text)
+                ),
+                Some("drop fastpath=on, or set tc=on".to_owned()),
+            );
+            return;
+        }
+    }
     builder
         .interface_lines
         .insert(name.text.clone(), name.span.line);
@@ -664,6 +684,8 @@ fn interface(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) 
         attach,
         addrs,
         labels,
+        // Without TC programs there is nothing to take the fast path.
+        fastpath: fastpath && tc,
         span: name.span,
     });
 }

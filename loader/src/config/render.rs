@@ -46,6 +46,9 @@ pub fn render_config(config: &Config) -> String {
             let labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             let _ = write!(out, " labels={}", labels.join(","));
         }
+        if !i.fastpath {
+            out.push_str(" fastpath=off");
+        }
         out.push('\n');
     }
     for c in &config.cgroups {

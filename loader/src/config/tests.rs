@@ -69,9 +69,24 @@ fn interface_defaults() {
             attach: AttachPolicy::Auto,
             addrs: Vec::new(),
             labels: Vec::new(),
+            fastpath: true,
             span: Span::new(1, 11, 5),
         }]
     );
+}
+
+#[test]
+fn interface_fastpath() {
+    assert!(ok("interface veth0 role=workload").interfaces[0].fastpath);
+    assert!(!ok("interface veth0 fastpath=off").interfaces[0].fastpath);
+    // tc=off leaves nothing to run the fast path: off, and asking for it is an error.
+    assert!(!ok("interface veth0 tc=off").interfaces[0].fastpath);
+    let d = one_error("interface veth0 tc=off fastpath=on");
+    assert_eq!(at(&d), (1, 24, 11));
+    assert!(d.message.contains("tc=off"), "{}", d.message);
+    assert!(hint(&d).contains("set tc=on"), "{}", hint(&d));
+    let d = one_error("interface veth0 fastpath=maybe");
+    assert!(d.message.contains("fastpath"), "{}", d.message);
 }
 
 #[test]
@@ -233,7 +248,7 @@ fn unknown_option_matches_the_documented_report() {
         "weir.conf:3:17: error: unknown option 'xpd' for 'interface'\n\
          \x20 interface veth0 xpd=native\n\
          \x20                 ^^^\n\
-         \x20 hint: valid options are role, xdp, tc, attach, addrs, labels (did you mean 'xdp'?)"
+         \x20 hint: valid options are role, xdp, tc, attach, addrs, labels, fastpath (did you mean 'xdp'?)"
     );
 }
 
@@ -243,7 +258,7 @@ fn unknown_option_without_suggestion_and_on_optionless_statement() {
     assert_eq!(at(&d), (1, 13, 5));
     assert_eq!(
         hint(&d),
-        "valid options are role, xdp, tc, attach, addrs, labels"
+        "valid options are role, xdp, tc, attach, addrs, labels, fastpath"
     );
     let d = one_error("pin-dir /x mode=0700");
     assert_eq!(at(&d), (1, 12, 4));
