@@ -247,10 +247,11 @@ static __always_inline int lb_forward(struct bpf_sock_addr *ctx, int is6, int co
 
 /*
  * recvmsg / getpeername: a backend address this socket was connected or sent to becomes its
- * VIP again. The socket's own storage answers for its connected peer; only recvmsg on an
- * unconnected UDP socket needs the LRU.
+ * VIP again. The socket's own storage answers for its connected peer; the LRU for what an
+ * unconnected UDP socket sent (and for sockets connected before an upgrade from a weir that
+ * kept every socket there).
  */
-static __always_inline void lb_reverse(struct bpf_sock_addr *ctx, int is6, int may_be_unconnected)
+static __always_inline void lb_reverse(struct bpf_sock_addr *ctx, int is6)
 {
 	struct weir_lb_revnat_key k = {};
 	struct weir_lb_sock *s;
@@ -263,9 +264,6 @@ static __always_inline void lb_reverse(struct bpf_sock_addr *ctx, int is6, int m
 		dest_write(ctx, is6, s->vip_addr, s->vip_port);
 		return;
 	}
-	if (!may_be_unconnected)
-		return;
-
 	struct weir_lb_revnat *v;
 
 	k.cookie = bpf_get_socket_cookie(ctx);
@@ -307,7 +305,7 @@ SEC("cgroup/recvmsg4")
 int sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG4);
-	lb_reverse(ctx, 0, 1);
+	lb_reverse(ctx, 0);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -315,7 +313,7 @@ SEC("cgroup/recvmsg6")
 int sock_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG6);
-	lb_reverse(ctx, 1, 1);
+	lb_reverse(ctx, 1);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -323,7 +321,7 @@ SEC("cgroup/getpeername4")
 int sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME4);
-	lb_reverse(ctx, 0, 0);
+	lb_reverse(ctx, 0);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -331,7 +329,7 @@ SEC("cgroup/getpeername6")
 int sock_getpeername6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME6);
-	lb_reverse(ctx, 1, 0);
+	lb_reverse(ctx, 1);
 	return SOCK_ADDR_ALLOW;
 }
 
