@@ -311,6 +311,47 @@ pub fn put_entries(
     Ok(entries.len())
 }
 
+/// A map's contents as raw bytes: key → value.
+pub type Bytes = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Writes the entries of `desired` that `current` (what the map holds) lacks or holds
+/// differently, batched. Returns how many were written.
+///
+/// # Errors
+/// As [`put_entries`].
+pub fn write_diff(
+    m: &OpenMap,
+    current: &Bytes,
+    desired: &Bytes,
+    undo: &mut Undo,
+) -> Result<usize, Error> {
+    let writes: Vec<(Vec<u8>, Vec<u8>)> = desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    put_entries(m, &writes, 0, |k| current.get(k).cloned(), undo)
+}
+
+/// Deletes the entries of `current` (what the map holds) that `desired` lacks, batched.
+/// Returns how many were deleted.
+///
+/// # Errors
+/// As [`remove_entries`].
+pub fn delete_diff(
+    m: &OpenMap,
+    current: &Bytes,
+    desired: &Bytes,
+    undo: &mut Undo,
+) -> Result<usize, Error> {
+    let gone: Vec<(Vec<u8>, Vec<u8>)> = current
+        .iter()
+        .filter(|(k, _)| !desired.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    remove_entries(m, &gone, undo)
+}
+
 /// Deletes `entries` (`(key, the value it held)`, as the caller read them) in batches.
 /// Returns how many were deleted.
 ///

@@ -18,6 +18,7 @@ use crate::config::{Config, XdpMode};
 use crate::contents::Undo;
 use crate::embedded;
 use crate::error::Error;
+use crate::fastpath::{self, FastpathChange};
 use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
 use crate::object::{self, LoadedProgram, VerifiedObject};
@@ -65,6 +66,8 @@ pub struct LoadReport {
     pub prefilter: PrefilterChange,
     /// What changed in the load-balancing maps (services, backends, exclusions).
     pub lb: LbChange,
+    /// What changed in the fast path's endpoints and workload routes.
+    pub fastpath: FastpathChange,
 }
 
 impl LoadReport {
@@ -73,6 +76,7 @@ impl LoadReport {
         self.maps_created.is_empty()
             && self.prefilter.is_noop()
             && self.lb.is_noop()
+            && self.fastpath.is_noop()
             && self
                 .attachments
                 .iter()
@@ -109,6 +113,9 @@ impl fmt::Display for LoadReport {
         if !self.lb.is_noop() {
             writeln!(f, "{}", self.lb)?;
         }
+        if !self.fastpath.is_noop() {
+            writeln!(f, "{}", self.fastpath)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
@@ -123,12 +130,14 @@ pub struct ApplyReport {
     pub prefilter: PrefilterChange,
     /// The load-balancing maps.
     pub lb: LbChange,
+    /// The fast path's endpoints and workload routes.
+    pub fastpath: FastpathChange,
 }
 
 impl ApplyReport {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.prefilter.is_noop() && self.lb.is_noop()
+        self.prefilter.is_noop() && self.lb.is_noop() && self.fastpath.is_noop()
     }
 }
 
@@ -140,6 +149,9 @@ impl fmt::Display for ApplyReport {
         }
         if !self.lb.is_noop() {
             lines.push(self.lb.to_string());
+        }
+        if !self.fastpath.is_noop() {
+            lines.push(self.fastpath.to_string());
         }
         f.write_str(&lines.join("\n"))
     }
@@ -368,6 +380,13 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        report.fastpath = match fastpath::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
         if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
             log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
@@ -488,6 +507,7 @@ impl Dataplane {
             Ok(ApplyReport {
                 prefilter,
                 lb: lb::apply(&maps, cfg, &mut writes)?,
+                fastpath: fastpath::apply(&maps, cfg, &mut writes)?,
             })
         });
         if result.is_err() {

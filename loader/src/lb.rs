@@ -22,7 +22,7 @@ use maps_schema::{lb, Codec, Counter, LbBackend, LbService, LbServiceKey, LbSlot
 use crate::config::{Config, L4Proto};
 use crate::contents::{self, Undo};
 use crate::error::Error;
-use crate::maps::{MapSet, OpenMap, MAPS_DIR};
+use crate::maps::{MapSet, MAPS_DIR};
 use crate::sys::{bpf, cgroup};
 
 /// The service index.
@@ -346,33 +346,13 @@ pub fn excluded_ids(cfg: &Config) -> Result<Vec<u64>, Error> {
         .collect()
 }
 
-type Bytes = BTreeMap<Vec<u8>, Vec<u8>>;
+use contents::Bytes;
 
 fn encode_all<K: Codec, V: Codec>(entries: &[(K, V)]) -> Bytes {
     entries
         .iter()
         .map(|(k, v)| (k.encode(), v.encode()))
         .collect()
-}
-
-/// Writes the entries of `desired` that `current` lacks or holds differently (batched).
-fn upserts(m: &OpenMap, current: &Bytes, desired: &Bytes, undo: &mut Undo) -> Result<usize, Error> {
-    let writes: Vec<(Vec<u8>, Vec<u8>)> = desired
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    contents::put_entries(m, &writes, 0, |k| current.get(k).cloned(), undo)
-}
-
-/// Deletes the entries of `current` that `desired` lacks (batched).
-fn deletes(m: &OpenMap, current: &Bytes, desired: &Bytes, undo: &mut Undo) -> Result<usize, Error> {
-    let gone: Vec<(Vec<u8>, Vec<u8>)> = current
-        .iter()
-        .filter(|(k, _)| !desired.contains_key(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    contents::remove_entries(m, &gone, undo)
 }
 
 /// Writes the LB maps' contents for `cfg`: only the difference against what they hold. Does
@@ -458,7 +438,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
     }
 
     let mut change = LbChange::default();
-    change.exclude.0 = upserts(exclude, &cur_exclude, &want_exclude, undo)?;
+    change.exclude.0 = contents::write_diff(exclude, &cur_exclude, &want_exclude, undo)?;
     // A new backend id starts its counter at 0 (the id may have counted for a removed backend).
     let zero = vec![0u8; value_len(stats.def)?];
     let fresh: Vec<(Vec<u8>, Vec<u8>)> = desired
@@ -469,12 +449,12 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
         .collect();
     // A counter left by a backend that is gone is overwritten; undo then removes it.
     contents::put_entries(stats, &fresh, 0, |_| None, undo)?;
-    change.backends.0 = upserts(backends, &cur_backends, &want_backends, undo)?;
-    change.slots.0 = upserts(slots, &cur_slots, &want_slots, undo)?;
-    change.services.0 = upserts(services, &cur_services, &want_services, undo)?;
-    change.services.1 = deletes(services, &cur_services, &want_services, undo)?;
-    change.slots.1 = deletes(slots, &cur_slots, &want_slots, undo)?;
-    change.backends.1 = deletes(backends, &cur_backends, &want_backends, undo)?;
+    change.backends.0 = contents::write_diff(backends, &cur_backends, &want_backends, undo)?;
+    change.slots.0 = contents::write_diff(slots, &cur_slots, &want_slots, undo)?;
+    change.services.0 = contents::write_diff(services, &cur_services, &want_services, undo)?;
+    change.services.1 = contents::delete_diff(services, &cur_services, &want_services, undo)?;
+    change.slots.1 = contents::delete_diff(slots, &cur_slots, &want_slots, undo)?;
+    change.backends.1 = contents::delete_diff(backends, &cur_backends, &want_backends, undo)?;
     // A removed backend's counter goes with it.
     let kept: BTreeSet<u32> = desired.backends.iter().map(|(id, _)| *id).collect();
     if typed_backends.keys().any(|id| !kept.contains(id)) {
@@ -485,7 +465,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
             .collect();
         contents::remove_entries(stats, &gone, undo)?;
     }
-    change.exclude.1 = deletes(exclude, &cur_exclude, &want_exclude, undo)?;
+    change.exclude.1 = contents::delete_diff(exclude, &cur_exclude, &want_exclude, undo)?;
     change.services.2 = want_services.len();
     change.backends.2 = want_backends.len();
     Ok(change)

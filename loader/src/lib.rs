@@ -30,6 +30,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod embedded;
 pub mod error;
+pub mod fastpath;
 pub mod lb;
 pub mod maps;
 pub mod object;

@@ -88,6 +88,8 @@ fn hook_name(hook: u32) -> String {
         maps_schema::hook::XDP => "xdp".into(),
         maps_schema::hook::TC_INGRESS => "tc-ingress".into(),
         maps_schema::hook::TC_EGRESS => "tc-egress".into(),
+        maps_schema::hook::FASTPATH_IN => "fastpath-in".into(),
+        maps_schema::hook::FASTPATH_OUT => "fastpath-out".into(),
         other => format!("hook {other}"),
     }
 }

@@ -4,6 +4,7 @@
 //! a missing prerequisite fails the test, it does not skip it.
 
 mod common;
+mod fastpath;
 mod lb;
 mod lifecycle;
 mod loader;

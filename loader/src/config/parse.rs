@@ -41,7 +41,8 @@ pub(crate) struct StatementSpec {
 pub(crate) const STATEMENTS: &[StatementSpec] = &[
     StatementSpec {
         keyword: "interface",
-        usage: "interface NAME [role=host|workload] [xdp=off|native|generic] [tc=on|off] \
+        usage:
+            "interface NAME [role=host|workload] [xdp=off|native|generic] [tc=on|off] \
                 [attach=auto|link|legacy] [addrs=ADDR,...] [labels=KEY:VALUE,...] [fastpath=on|off]",
         args: &["an interface name"],
         rest: None,

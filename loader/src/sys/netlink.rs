@@ -66,6 +66,7 @@ const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
 
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -780,11 +781,30 @@ pub struct ClsBpfFilter {
     pub direct_action: bool,
 }
 
+/// An interface's index and Ethernet address (`None` for a device without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAddr {
+    /// Interface index.
+    pub ifindex: u32,
+    /// `IFLA_ADDRESS`, when it is 6 bytes long.
+    pub mac: Option<[u8; 6]>,
+}
+
 impl Message {
     /// `IFLA_IFNAME` of a link message.
     pub fn link_name(&self) -> Option<String> {
         match &self.body {
             MessageBody::Link { attrs, .. } => find_attr(attrs, IFLA_IFNAME).map(Attr::as_string),
+            _ => None,
+        }
+    }
+
+    /// `IFLA_ADDRESS` of a link message when it is a 6-byte (Ethernet) address.
+    pub fn link_mac(&self) -> Option<[u8; 6]> {
+        match &self.body {
+            MessageBody::Link { attrs, .. } => {
+                find_attr(attrs, IFLA_ADDRESS).and_then(|a| a.data.as_slice().try_into().ok())
+            }
             _ => None,
         }
     }
@@ -1252,6 +1272,27 @@ impl Netlink {
             ..IfInfoMsg::default()
         };
         Ok(self.getlink(&op, info, None)?.and_then(|m| m.link_name()))
+    }
+
+    /// Looks up an interface's index and Ethernet address by name (`None` for the address of
+    /// a device without one, e.g. a tunnel).
+    ///
+    /// # Errors
+    /// `EINVAL` for names the kernel cannot hold; the kernel's errno otherwise. A missing
+    /// interface is `Ok(None)`, not an error.
+    pub fn link_index_mac(&mut self, name: &str) -> Result<Option<LinkAddr>, NetlinkError> {
+        let op = format!("RTM_GETLINK for interface '{name}'");
+        check_ifname(&op, name)?;
+        let reply = self.getlink(&op, IfInfoMsg::default(), Some(name))?;
+        Ok(reply.and_then(|m| {
+            let mac = m.link_mac();
+            match m.body {
+                MessageBody::Link { info, .. } => u32::try_from(info.index)
+                    .ok()
+                    .map(|ifindex| LinkAddr { ifindex, mac }),
+                _ => None,
+            }
+        }))
     }
 
     /// Sets `IFF_UP` on an interface.
