@@ -42,6 +42,7 @@ pub mod status;
 pub mod sys;
 #[cfg(test)]
 mod tests_fake;
+pub mod topology;
 
 pub use dataplane::{Dataplane, DEFAULT_PIN_DIR};
 pub use error::Error;

@@ -4,9 +4,9 @@
 //! the host, like a Kubernetes node with two pods and an uplink:
 //!
 //! ```text
-//!   w1 (10.61.1.2, fd61:1::2) ── h1 ┐
-//!   w2 (10.61.2.2, fd61:2::2) ── h2 ├─ host (forwarding, a counting iptables FORWARD rule)
-//!   out (10.61.3.2, fd61:3::2) ── ho ┘
+//!   w1 (198.18.1.2, 2001:db8:1::2) ── h1 ┐
+//!   w2 (198.18.2.2, 2001:db8:2::2) ── h2 ├─ host (forwarding, a counting iptables FORWARD rule)
+//!   out (198.18.3.2, 2001:db8:3::2) ── ho ┘
 //! ```
 //!
 //! The host's iptables FORWARD chain has one counting rule (in the host namespace the test
@@ -16,31 +16,27 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use weir::dataplane::Dataplane;
 use weir::status::Status;
 use weir::sys::netns;
+use weir::topology::Routed;
 
 use crate::common::*;
 
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// The four namespaces and their veths; removed again on drop (after `weir unload`).
+/// The routed node plus the host's counting FORWARD rules; `weir unload` and removal on drop
+/// (the node's own).
 struct Topo {
-    id: String,
+    node: Routed,
     host: String,
     w1: String,
     w2: String,
     out: String,
-    /// Host-side interface names.
     h1: String,
     h2: String,
     ho: String,
-    pin_dir: PathBuf,
 }
 
 fn sh(args: &[&str]) -> Output {
@@ -59,132 +55,39 @@ fn must(args: &[&str]) -> String {
 impl Topo {
     fn new() -> Topo {
         require_root();
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let node = Routed::new("fp").unwrap_or_else(|e| panic!("building the routed node: {e}"));
         let t = Topo {
-            host: format!("wfp-{id}-h"),
-            w1: format!("wfp-{id}-w1"),
-            w2: format!("wfp-{id}-w2"),
-            out: format!("wfp-{id}-o"),
-            h1: format!("fp{id}h1"),
-            h2: format!("fp{id}h2"),
-            ho: format!("fp{id}ho"),
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/weir-fp-{id}")),
-            id,
+            host: node.host.clone(),
+            w1: node.w1.netns.clone(),
+            w2: node.w2.netns.clone(),
+            out: node.out.netns.clone(),
+            h1: node.w1.host_if.clone(),
+            h2: node.w2.host_if.clone(),
+            ho: node.out.host_if.clone(),
+            node,
         };
-        for ns in [&t.host, &t.w1, &t.w2, &t.out] {
-            must(&["ip", "netns", "add", ns]);
+        // The counting rules: no target, they only count what the host forwards.
+        for tool in ["iptables", "ip6tables"] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &t.host,
+                tool,
+                "-w",
+                "-A",
+                "FORWARD",
+                "-m",
+                "comment",
+                "--comment",
+                "weir-fp-count",
+            ]);
         }
-        let h = t.host.as_str();
-        must(&["ip", "-n", h, "link", "set", "lo", "up"]);
-        for ns in [&t.host] {
-            for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-                must(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
-            }
-        }
-        for (ns, hside, net) in [(&t.w1, &t.h1, 1), (&t.w2, &t.h2, 2), (&t.out, &t.ho, 3)] {
-            must(&[
-                "ip", "-n", h, "link", "add", hside, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ]);
-            let (gw4, me4) = (format!("10.61.{net}.1"), format!("10.61.{net}.2"));
-            let (gw6, me6) = (format!("fd61:{net}::1"), format!("fd61:{net}::2"));
-            must(&[
-                "ip",
-                "-n",
-                h,
-                "addr",
-                "add",
-                &format!("{gw4}/24"),
-                "dev",
-                hside,
-            ]);
-            must(&[
-                "ip",
-                "-n",
-                h,
-                "addr",
-                "add",
-                &format!("{gw6}/64"),
-                "dev",
-                hside,
-                "nodad",
-            ]);
-            must(&["ip", "-n", h, "link", "set", hside, "up"]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            must(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{me4}/24"),
-                "dev",
-                "eth0",
-            ]);
-            must(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{me6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "-n", ns, "route", "add", "default", "via", &gw4]);
-            must(&["ip", "-n", ns, "-6", "route", "add", "default", "via", &gw6]);
-        }
-        // The counting rule: no target, it only counts what the host forwards.
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            h,
-            "iptables",
-            "-w",
-            "-A",
-            "FORWARD",
-            "-m",
-            "comment",
-            "--comment",
-            "weir-fp-count",
-        ]);
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            h,
-            "ip6tables",
-            "-w",
-            "-A",
-            "FORWARD",
-            "-m",
-            "comment",
-            "--comment",
-            "weir-fp-count",
-        ]);
         t
     }
 
-    fn config(&self, fastpath: &str) -> String {
-        format!(
-            "interface {h1} role=workload xdp=off addrs=10.61.1.2,fd61:1::2 fastpath={fastpath}\n\
-             interface {h2} role=workload xdp=off addrs=10.61.2.2,fd61:2::2 fastpath={fastpath}\n\
-             interface {ho} xdp=off fastpath={fastpath}\n",
-            h1 = self.h1,
-            h2 = self.h2,
-            ho = self.ho,
-        )
-    }
-
     fn weir(&self, args: &[&str]) -> Output {
-        let pin = self.pin_dir.to_string_lossy().into_owned();
+        let pin = self.node.pin_dir.to_string_lossy().into_owned();
         let mut all = vec!["--netns", self.host.as_str(), "--pin-dir", pin.as_str()];
         all.extend_from_slice(args);
         weir(&all)
@@ -192,8 +95,8 @@ impl Topo {
 
     /// `weir load` (or `apply` when `apply`) with the fast path on or off everywhere.
     fn load(&self, fastpath: &str, apply: bool) {
-        let path = std::env::temp_dir().join(format!("wfp-{}-{fastpath}.conf", self.id));
-        std::fs::write(&path, self.config(fastpath)).expect("config");
+        let path = std::env::temp_dir().join(format!("{}-{fastpath}.conf", self.host));
+        std::fs::write(&path, self.node.config(&format!("fastpath={fastpath}"))).expect("config");
         let p = path.to_string_lossy().into_owned();
         let out = if apply {
             self.weir(&["apply", &p])
@@ -205,9 +108,11 @@ impl Topo {
     }
 
     fn status(&self) -> Status {
-        let fd = netns::open(&self.host).expect("host netns");
-        let dp = Dataplane::new(self.pin_dir.clone());
-        netns::run_in(fd.as_fd(), || dp.status()).expect("status")
+        let dp = Dataplane::new(self.node.pin_dir.clone());
+        self.node
+            .run_in(&self.host, || dp.status())
+            .expect("host netns")
+            .expect("status")
     }
 
     /// What the host's FORWARD counting rules (v4 + v6) have seen.
@@ -237,16 +142,6 @@ impl Topo {
                 "ip", "netns", "exec", &self.host, tool, "-w", "-Z", "FORWARD",
             ]);
         }
-    }
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        let _ = self.weir(&["unload"]);
-        for ns in [&self.w1, &self.w2, &self.out, &self.host] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 
@@ -345,13 +240,13 @@ fn packets_of(st: &Status, ifname: &str, hook: &str) -> u64 {
 /// outside → workload, workload → outside. Returns nothing; asserts it all works.
 fn all_traffic(t: &Topo, port: u16) {
     for (from, to) in [
-        (&t.w1, "10.61.2.2"),
-        (&t.w2, "10.61.1.2"),
-        (&t.out, "10.61.1.2"),
-        (&t.w1, "10.61.3.2"),
-        (&t.w1, "fd61:2::2"),
-        (&t.out, "fd61:2::2"),
-        (&t.w2, "fd61:3::2"),
+        (&t.w1, "198.18.2.2"),
+        (&t.w2, "198.18.1.2"),
+        (&t.out, "198.18.1.2"),
+        (&t.w1, "198.18.3.2"),
+        (&t.w1, "2001:db8:2::2"),
+        (&t.out, "2001:db8:2::2"),
+        (&t.w2, "2001:db8:3::2"),
     ] {
         let out = ping_ok(from, to, 5);
         // One router hop: the host (fast path or not) takes one off the reply's TTL.
@@ -361,57 +256,61 @@ fn all_traffic(t: &Topo, port: u16) {
     tcp_echo(
         &t.w1,
         &t.w2,
-        SocketAddr::new(ip("10.61.2.2"), port),
+        SocketAddr::new(ip("198.18.2.2"), port),
         300_000,
     );
     tcp_echo(
         &t.out,
         &t.w2,
-        SocketAddr::new(ip("10.61.2.2"), port + 1),
+        SocketAddr::new(ip("198.18.2.2"), port + 1),
         300_000,
     );
     tcp_echo(
         &t.w1,
         &t.out,
-        SocketAddr::new(ip("10.61.3.2"), port + 2),
+        SocketAddr::new(ip("198.18.3.2"), port + 2),
         300_000,
     );
     tcp_echo(
         &t.w2,
         &t.w1,
-        SocketAddr::new(ip("fd61:1::2"), port + 3),
+        SocketAddr::new(ip("2001:db8:1::2"), port + 3),
         300_000,
     );
     tcp_echo(
         &t.out,
         &t.w1,
-        SocketAddr::new(ip("fd61:1::2"), port + 4),
+        SocketAddr::new(ip("2001:db8:1::2"), port + 4),
         300_000,
     );
-    udp_echo(&t.w1, &t.w2, SocketAddr::new(ip("10.61.2.2"), port + 5));
-    udp_echo(&t.out, &t.w1, SocketAddr::new(ip("fd61:1::2"), port + 6));
-    udp_echo(&t.w2, &t.out, SocketAddr::new(ip("10.61.3.2"), port + 7));
+    udp_echo(&t.w1, &t.w2, SocketAddr::new(ip("198.18.2.2"), port + 5));
+    udp_echo(
+        &t.out,
+        &t.w1,
+        SocketAddr::new(ip("2001:db8:1::2"), port + 6),
+    );
+    udp_echo(&t.w2, &t.out, SocketAddr::new(ip("198.18.3.2"), port + 7));
 }
 
 /// Every endpoint sends once, so weir knows the workloads' MACs and the host its neighbours.
 fn warm_up(t: &Topo) {
     for (from, to) in [
-        (&t.w1, "10.61.1.1"),
-        (&t.w2, "10.61.2.1"),
-        (&t.out, "10.61.3.1"),
-        (&t.w1, "fd61:1::1"),
-        (&t.w2, "fd61:2::1"),
-        (&t.out, "fd61:3::1"),
+        (&t.w1, "198.18.1.1"),
+        (&t.w2, "198.18.2.1"),
+        (&t.out, "198.18.3.1"),
+        (&t.w1, "2001:db8:1::1"),
+        (&t.w2, "2001:db8:2::1"),
+        (&t.out, "2001:db8:3::1"),
     ] {
         ping_ok(from, to, 1);
     }
     for (from, to) in [
-        (&t.w1, "10.61.2.2"),
-        (&t.w1, "10.61.3.2"),
-        (&t.w2, "10.61.3.2"),
-        (&t.w1, "fd61:2::2"),
-        (&t.w1, "fd61:3::2"),
-        (&t.w2, "fd61:3::2"),
+        (&t.w1, "198.18.2.2"),
+        (&t.w1, "198.18.3.2"),
+        (&t.w2, "198.18.3.2"),
+        (&t.w1, "2001:db8:2::2"),
+        (&t.w1, "2001:db8:3::2"),
+        (&t.w2, "2001:db8:3::2"),
     ] {
         ping_ok(from, to, 1);
     }
@@ -479,9 +378,9 @@ fn expiring_and_too_big_packets_take_the_normal_path() {
     t.load("on", false);
     warm_up(&t);
     // TTL 1 would expire at the host: the kernel answers, as a router does.
-    let (ok1, out) = ping(&t.w1, "10.61.2.2", &["-c", "1", "-t", "1"]);
+    let (ok1, out) = ping(&t.w1, "198.18.2.2", &["-c", "1", "-t", "1"]);
     assert!(!ok1 && out.contains("Time to live exceeded"), "{out}");
-    let (ok1, out) = ping(&t.w1, "fd61:2::2", &["-c", "1", "-t", "1"]);
+    let (ok1, out) = ping(&t.w1, "2001:db8:2::2", &["-c", "1", "-t", "1"]);
     assert!(
         !ok1 && out.to_lowercase().contains("time exceeded"),
         "{out}"
@@ -490,8 +389,8 @@ fn expiring_and_too_big_packets_take_the_normal_path() {
     // says so (the fast path hands it to the stack instead of sending it on).
     must(&["ip", "-n", &t.host, "link", "set", &t.h2, "mtu", "1280"]);
     must(&["ip", "-n", &t.w2, "link", "set", "eth0", "mtu", "1280"]);
-    let (ok1, out) = ping(&t.out, "10.61.2.2", &["-c", "1", "-M", "do", "-s", "1400"]);
+    let (ok1, out) = ping(&t.out, "198.18.2.2", &["-c", "1", "-M", "do", "-s", "1400"]);
     assert!(!ok1 && out.contains("mtu = 1280"), "{out}");
     // What fits still goes through.
-    ping_ok(&t.out, "10.61.2.2", 3);
+    ping_ok(&t.out, "198.18.2.2", 3);
 }

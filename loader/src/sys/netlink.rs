@@ -58,6 +58,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
@@ -1378,6 +1379,31 @@ impl Netlink {
         };
         let mut msg = MsgBuilder::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK);
         msg.raw(&info.to_bytes());
+        self.request(&op, msg)
+    }
+
+    /// Adds a default route (IPv4 or IPv6, by the gateway's family) via `gateway` to the
+    /// main table.
+    ///
+    /// # Errors
+    /// The kernel's errno (`ENETUNREACH` when no interface reaches the gateway, `EEXIST`
+    /// when there is a default route already).
+    pub fn route_add_default(&mut self, gateway: IpAddr) -> Result<(), NetlinkError> {
+        /// `RTA_GATEWAY`.
+        const RTA_GATEWAY: u16 = 5;
+        let op = format!("RTM_NEWROUTE default via {gateway}");
+        let (family, bytes) = match gateway {
+            IpAddr::V4(a) => (libc::AF_INET, a.octets().to_vec()),
+            IpAddr::V6(a) => (libc::AF_INET6, a.octets().to_vec()),
+        };
+        // struct rtmsg: family, dst_len 0 (default), src_len, tos, table RT_TABLE_MAIN (254),
+        // protocol RTPROT_BOOT (3), scope RT_SCOPE_UNIVERSE (0), type RTN_UNICAST (1), flags.
+        let rtmsg: [u8; 12] = [family as u8, 0, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0];
+        let mut msg = MsgBuilder::new(
+            RTM_NEWROUTE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        );
+        msg.raw(&rtmsg).attr(RTA_GATEWAY, &bytes);
         self.request(&op, msg)
     }
 
