@@ -504,6 +504,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     report_checks(out, &checks, &mut failed);
 
     lb_phase(out, &exe, &sb, &dp, &text, &mut failed)?;
+    crate::demo_fastpath::run(out, &mut failed)?;
 
     let removed = netns::run_in(b.as_fd(), || dp.unload())?;
     w(
@@ -663,7 +664,7 @@ impl Drop for FailsafeListener {
     }
 }
 
-fn indent(s: &str) -> String {
+pub(crate) fn indent(s: &str) -> String {
     s.lines()
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()

@@ -28,6 +28,7 @@ pub mod config;
 pub mod contents;
 pub mod dataplane;
 pub mod demo;
+pub mod demo_fastpath;
 pub mod embedded;
 pub mod error;
 pub mod fastpath;
