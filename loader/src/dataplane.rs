@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
 use crate::object::{self, LoadedProgram, VerifiedObject};
+use crate::policy_maps::{self, PolicyChange};
 use crate::prefilter::{self, PrefilterChange};
 use crate::sys::{bpf, bpffs};
 
@@ -65,6 +66,8 @@ pub struct LoadReport {
     pub prefilter: PrefilterChange,
     /// What changed in the load-balancing maps (services, backends, exclusions).
     pub lb: LbChange,
+    /// Whether a new network policy was switched to.
+    pub policy: PolicyChange,
 }
 
 impl LoadReport {
@@ -73,6 +76,7 @@ impl LoadReport {
         self.maps_created.is_empty()
             && self.prefilter.is_noop()
             && self.lb.is_noop()
+            && self.policy.is_noop()
             && self
                 .attachments
                 .iter()
@@ -109,6 +113,9 @@ impl fmt::Display for LoadReport {
         if !self.lb.is_noop() {
             writeln!(f, "{}", self.lb)?;
         }
+        if !self.policy.is_noop() {
+            writeln!(f, "{}", self.policy)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
@@ -123,12 +130,14 @@ pub struct ApplyReport {
     pub prefilter: PrefilterChange,
     /// The load-balancing maps.
     pub lb: LbChange,
+    /// The network policy.
+    pub policy: PolicyChange,
 }
 
 impl ApplyReport {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.prefilter.is_noop() && self.lb.is_noop()
+        self.prefilter.is_noop() && self.lb.is_noop() && self.policy.is_noop()
     }
 }
 
@@ -140,6 +149,9 @@ impl fmt::Display for ApplyReport {
         }
         if !self.lb.is_noop() {
             lines.push(self.lb.to_string());
+        }
+        if !self.policy.is_noop() {
+            lines.push(self.policy.to_string());
         }
         f.write_str(&lines.join("\n"))
     }
@@ -309,6 +321,7 @@ impl Dataplane {
         let mut maps = MapSet::pinned(&self.pin_dir);
         prefilter::set_capacities(&mut maps, cfg);
         lb::set_capacities(&mut maps, cfg);
+        policy_maps::set_capacities(&mut maps, cfg);
         let result = self.load_locked(objects, &desired, &mut maps, cfg);
         if result.is_err() {
             for pin in maps.created_pins() {
@@ -362,6 +375,13 @@ impl Dataplane {
             }
         };
         report.lb = match lb::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
+        report.policy = match policy_maps::apply(maps, cfg, &mut writes) {
             Ok(change) => change,
             Err(e) => {
                 writes.rollback(maps);
@@ -468,6 +488,7 @@ impl Dataplane {
         let maps = MapSet::open_pinned(&self.pin_dir, |m| {
             prefilter::set_capacities(m, cfg);
             lb::set_capacities(m, cfg);
+            policy_maps::set_capacities(m, cfg);
         })?;
         if !cfg.prefilter.deny.is_empty() && maps.get(prefilter::MAP_V4).is_none() {
             return Err(Error::Environment(format!(
@@ -483,11 +504,19 @@ impl Dataplane {
                 self.pin_dir.display()
             )));
         }
+        if !cfg.policies.is_empty() && maps.get(policy_maps::MAP_ACTIVE).is_none() {
+            return Err(Error::Environment(format!(
+                "the config has policies but the TC programs are not loaded at {} \
+                 (no interface with tc on): run `weir load` first",
+                self.pin_dir.display()
+            )));
+        }
         let mut writes = Undo::default();
         let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
             Ok(ApplyReport {
                 prefilter,
                 lb: lb::apply(&maps, cfg, &mut writes)?,
+                policy: policy_maps::apply(&maps, cfg, &mut writes)?,
             })
         });
         if result.is_err() {
