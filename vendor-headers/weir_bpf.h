@@ -63,11 +63,21 @@ static void *(*const bpf_map_lookup_elem)(void *map, const void *key) = (void *)
 static long (*const bpf_map_update_elem)(void *map, const void *key, const void *value,
 					 __u64 flags) = (void *)2;
 
+/* 3: delete the entry for key; 0 or -errno. */
+static long (*const bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+
 /* 5: CLOCK_MONOTONIC in nanoseconds. */
 static __u64 (*const bpf_ktime_get_ns)(void) = (void *)5;
 
 /* 7: a pseudo-random 32-bit number (not for cryptography). */
 static __u32 (*const bpf_get_prandom_u32)(void) = (void *)7;
+
+/*
+ * 26: copy `len` bytes at packet offset `offset` (linear or paged data alike) to `to`;
+ * 0 or -errno (past the end of the packet).
+ */
+static long (*const bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
+					__u32 len) = (void *)26;
 
 /*
  * 46: the socket's cookie, a 64-bit id unique to the socket for the life of the system.
@@ -94,6 +104,10 @@ static __u64 (*const bpf_get_netns_cookie)(void *ctx) = (void *)122;
  * task's cgroup is less deep than `level`. The id is the cgroup directory's inode number.
  */
 static __u64 (*const bpf_get_current_ancestor_cgroup_id)(int level) = (void *)123;
+
+/* 130: copy `size` bytes of `data` into a ring buffer map as one record; 0 or -errno (full). */
+static long (*const bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size,
+					__u64 flags) = (void *)130;
 
 /*
  * 187: the value the hooked syscall returns when the program returns 0 (cgroup programs).

@@ -23,6 +23,8 @@ Commands:
   apply FILE             update map contents from FILE without attaching anything
   unload                 detach and remove everything weir attached and pinned
   status                 show attachments, program ids, maps and counters
+  events [--json] [--count N]
+                         stream the network policy's deny/log/audit events, one per line
   verify                 check the embedded objects against maps-schema and the kernel verifier
   demo                   build a sandbox of namespaces, load weir into it, send traffic, clean up
   help [COMMAND]         show help
@@ -54,6 +56,11 @@ fn command_help(cmd: &str) -> Option<&'static str> {
         "status" => "Usage: weir [GLOBAL OPTIONS] status\n\n\
             Shows what is attached where (pin, link and program ids), the maps with their fill levels,\n\
             and the counters. Interface names are resolved in the current (or --netns) namespace.\n",
+        "events" => "Usage: weir [GLOBAL OPTIONS] events [--json] [--count N]\n\n\
+            Streams the network policy's events (denied packets, `log` rules, what audit policies\n\
+            would deny), one line each, or one JSON object per line with --json, until interrupted\n\
+            or until N events were shown. The kernel rate-limits them per CPU; what it drops is\n\
+            counted as events-lost in `weir status`.\n",
         "verify" => "Usage: weir [GLOBAL OPTIONS] verify\n\n\
             Checks every embedded object (sections, licence, maps against maps-schema) and loads each\n\
             program into the kernel verifier with temporary maps, attaching nothing.\n",
@@ -72,6 +79,8 @@ struct Args {
     netns: Option<String>,
     command: Option<String>,
     config: Option<PathBuf>,
+    json: bool,
+    count: Option<u64>,
     positional: Vec<String>,
     help: bool,
     version: bool,
@@ -104,6 +113,14 @@ fn parse_args(argv: &[String]) -> Result<Args, Usage> {
             "--pin-dir" => a.pin_dir = Some(PathBuf::from(take(&mut it)?)),
             "--netns" => a.netns = Some(take(&mut it)?),
             "--config" | "-c" => a.config = Some(PathBuf::from(take(&mut it)?)),
+            "--json" => a.json = true,
+            "--count" => {
+                let v = take(&mut it)?;
+                a.count = Some(
+                    v.parse()
+                        .map_err(|_| Usage(format!("--count needs a number, not '{v}'")))?,
+                );
+            }
             f if f.starts_with('-') && f.len() > 1 => {
                 return Err(Usage(format!("unknown option '{f}' (see weir --help)")))
             }
@@ -114,6 +131,9 @@ fn parse_args(argv: &[String]) -> Result<Args, Usage> {
     let cmd = a.command.as_deref().unwrap_or("");
     if a.config.is_some() && cmd != "load" {
         return Err(Usage("--config belongs to `weir load`".into()));
+    }
+    if (a.json || a.count.is_some()) && cmd != "events" {
+        return Err(Usage("--json and --count belong to `weir events`".into()));
     }
     let (min, max) = match cmd {
         "apply" => (1, 1),
@@ -175,7 +195,7 @@ pub fn run(argv: &[String]) -> i32 {
     }
     if command_help(&cmd).is_none() {
         eprintln!(
-            "weir: unknown command '{cmd}' (commands: load, apply, unload, status, verify, demo)"
+            "weir: unknown command '{cmd}' (commands: load, apply, unload, status, events, verify, demo)"
         );
         return 2;
     }
@@ -261,6 +281,21 @@ fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
         "status" => {
             let dp = Dataplane::new(pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()));
             print!("{}", dp.status()?);
+        }
+        "events" => {
+            use std::io::Write;
+            let dir = pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into());
+            let (rx, _reader) = crate::events::spawn(&dir)?;
+            let mut out = std::io::stdout().lock();
+            let mut shown = 0u64;
+            while args.count.is_none_or(|n| shown < n) {
+                let Ok(e) = rx.recv() else { break };
+                let line = if args.json { e.json() } else { e.to_string() };
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    break; // the reader of our output went away
+                }
+                shown += 1;
+            }
         }
         "verify" => {
             let dp = Dataplane::new(pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()));

@@ -22,6 +22,7 @@ use crate::fastpath::{self, FastpathChange};
 use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
 use crate::object::{self, LoadedProgram, VerifiedObject};
+use crate::policy_maps::{self, PolicyChange};
 use crate::prefilter::{self, PrefilterChange};
 use crate::sys::{bpf, bpffs};
 
@@ -68,6 +69,8 @@ pub struct LoadReport {
     pub lb: LbChange,
     /// What changed in the fast path's endpoints and workload routes.
     pub fastpath: FastpathChange,
+    /// Whether a new network policy was switched to.
+    pub policy: PolicyChange,
 }
 
 impl LoadReport {
@@ -77,6 +80,7 @@ impl LoadReport {
             && self.prefilter.is_noop()
             && self.lb.is_noop()
             && self.fastpath.is_noop()
+            && self.policy.is_noop()
             && self
                 .attachments
                 .iter()
@@ -116,6 +120,9 @@ impl fmt::Display for LoadReport {
         if !self.fastpath.is_noop() {
             writeln!(f, "{}", self.fastpath)?;
         }
+        if !self.policy.is_noop() {
+            writeln!(f, "{}", self.policy)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
@@ -132,12 +139,17 @@ pub struct ApplyReport {
     pub lb: LbChange,
     /// The fast path's endpoints and workload routes.
     pub fastpath: FastpathChange,
+    /// The network policy.
+    pub policy: PolicyChange,
 }
 
 impl ApplyReport {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.prefilter.is_noop() && self.lb.is_noop() && self.fastpath.is_noop()
+        self.prefilter.is_noop()
+            && self.lb.is_noop()
+            && self.fastpath.is_noop()
+            && self.policy.is_noop()
     }
 }
 
@@ -152,6 +164,9 @@ impl fmt::Display for ApplyReport {
         }
         if !self.fastpath.is_noop() {
             lines.push(self.fastpath.to_string());
+        }
+        if !self.policy.is_noop() {
+            lines.push(self.policy.to_string());
         }
         f.write_str(&lines.join("\n"))
     }
@@ -321,6 +336,7 @@ impl Dataplane {
         let mut maps = MapSet::pinned(&self.pin_dir);
         prefilter::set_capacities(&mut maps, cfg);
         lb::set_capacities(&mut maps, cfg);
+        policy_maps::set_capacities(&mut maps, cfg);
         let result = self.load_locked(objects, &desired, &mut maps, cfg);
         if result.is_err() {
             for pin in maps.created_pins() {
@@ -374,6 +390,13 @@ impl Dataplane {
             }
         };
         report.lb = match lb::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
+        report.policy = match policy_maps::apply(maps, cfg, &mut writes) {
             Ok(change) => change,
             Err(e) => {
                 writes.rollback(maps);
@@ -487,6 +510,7 @@ impl Dataplane {
         let maps = MapSet::open_pinned(&self.pin_dir, |m| {
             prefilter::set_capacities(m, cfg);
             lb::set_capacities(m, cfg);
+            policy_maps::set_capacities(m, cfg);
         })?;
         if !cfg.prefilter.deny.is_empty() && maps.get(prefilter::MAP_V4).is_none() {
             return Err(Error::Environment(format!(
@@ -502,12 +526,20 @@ impl Dataplane {
                 self.pin_dir.display()
             )));
         }
+        if !cfg.policies.is_empty() && maps.get(policy_maps::MAP_ACTIVE).is_none() {
+            return Err(Error::Environment(format!(
+                "the config has policies but the TC programs are not loaded at {} \
+                 (no interface with tc on): run `weir load` first",
+                self.pin_dir.display()
+            )));
+        }
         let mut writes = Undo::default();
         let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
             Ok(ApplyReport {
                 prefilter,
                 lb: lb::apply(&maps, cfg, &mut writes)?,
                 fastpath: fastpath::apply(&maps, cfg, &mut writes)?,
+                policy: policy_maps::apply(&maps, cfg, &mut writes)?,
             })
         });
         if result.is_err() {

@@ -384,6 +384,10 @@ fn map_differences(def: &MapDef, map: &Map, btf: Option<&Btf>) -> Vec<String> {
                 ("key", m.def.btf_key_type_id, &def.key),
                 ("value", m.def.btf_value_type_id, &def.value),
             ] {
+                // A ring buffer has no key or value type (id 0) and a size-0 schema layout.
+                if layout.size == 0 && id == 0 {
+                    continue;
+                }
                 match btf.layout(id) {
                     Ok(found) => d.extend(layout_differences(what, &found, layout)),
                     Err(e) => d.push(format!("{what} type: {e}")),

@@ -81,6 +81,14 @@ pub struct Status {
     pub deny_hits: Vec<(String, u64)>,
     /// Load-balanced services with their backends and per-backend counts, by service id.
     pub services: Vec<crate::lb::ServiceStatus>,
+    /// Network policy: flows in the conntrack table, when the TC programs are loaded.
+    pub conntrack_entries: Option<u32>,
+    /// Network policy outcomes (`pol_stats`): (name, packets and bytes).
+    pub policy_stats: Vec<(String, Counter)>,
+    /// Per-rule counters by config rule index (rules with packets only).
+    pub rule_counters: Vec<(u32, Counter)>,
+    /// Per-policy counts by config policy index (policies with counts only).
+    pub policy_counts: Vec<(u32, maps_schema::PolCounts)>,
 }
 
 fn hook_name(hook: u32) -> String {
@@ -299,6 +307,45 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                     st.deny_hits.push((cidr.to_string(), hits));
                 }
             }
+            "pol_ct" => st.conntrack_entries = entries,
+            "pol_stats" => {
+                for index in 0..info.max_entries {
+                    let Some(c) = read_percpu_counter(fd.as_fd(), &index.encode(), ncpus)? else {
+                        continue;
+                    };
+                    let name = maps_schema::pol::stat_name(index)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("outcome {index}"));
+                    st.policy_stats.push((name, c));
+                }
+            }
+            "pol_rule_ctrs" | "pol_pol_ctrs" => {
+                let def = maps_schema::find(name)
+                    .ok_or_else(|| Error::map(name, "not in maps-schema"))?;
+                for (key, value) in crate::contents::entries_of(fd.as_fd(), def)? {
+                    let Ok(index) = u32::decode(&key) else {
+                        continue;
+                    };
+                    if name == "pol_rule_ctrs" {
+                        let c = maps_schema::decode_per_cpu::<Counter>(&value, ncpus as usize)
+                            .map(|v| Counter::sum(&v))
+                            .unwrap_or_default();
+                        if c.packets > 0 {
+                            st.rule_counters.push((index, c));
+                        }
+                    } else {
+                        let c = maps_schema::decode_per_cpu::<maps_schema::PolCounts>(
+                            &value,
+                            ncpus as usize,
+                        )
+                        .map(|v| maps_schema::PolCounts::sum(&v))
+                        .unwrap_or_default();
+                        if c.denied > 0 || c.audited > 0 {
+                            st.policy_counts.push((index, c));
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -340,10 +387,14 @@ impl fmt::Display for Status {
                     "  {name:<16} v{version} id {id:<6} {kind:<14} {n}/{} entries",
                     m.max_entries
                 )?,
-                None => writeln!(
-                    f,
-                    "  {name:<16} v{version} id {id:<6} {kind:<14} one value per socket"
-                )?,
+                None => {
+                    let what = match kind.as_str() {
+                        "sk_storage" => "one value per socket",
+                        "ringbuf" => "records, read by `weir events`",
+                        _ => "not countable",
+                    };
+                    writeln!(f, "  {name:<16} v{version} id {id:<6} {kind:<14} {what}")?;
+                }
             }
         }
         if !self.if_counters.is_empty() {
@@ -397,6 +448,27 @@ impl fmt::Display for Status {
                         b.rewritten
                     )?;
                 }
+            }
+        }
+        if let Some(n) = self.conntrack_entries {
+            writeln!(f, "network policy:")?;
+            writeln!(f, "  conntrack: {n} flows")?;
+            for (name, c) in self.policy_stats.iter().filter(|(_, c)| c.packets > 0) {
+                writeln!(f, "  {name:<18} {} packets, {} bytes", c.packets, c.bytes)?;
+            }
+            for (rule, c) in &self.rule_counters {
+                writeln!(
+                    f,
+                    "  rule #{rule:<11} {} packets, {} bytes",
+                    c.packets, c.bytes
+                )?;
+            }
+            for (policy, c) in &self.policy_counts {
+                writeln!(
+                    f,
+                    "  policy #{policy:<9} {} denied, {} would deny (audit)",
+                    c.denied, c.audited
+                )?;
             }
         }
         if !self.sock_counters.is_empty() {

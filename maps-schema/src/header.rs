@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{Field, Layout, CONSTANTS, MAPS};
+use crate::{Field, Layout, CONSTANTS, MAPS, RECORDS};
 
 /// The C header text for [`MAPS`] and [`CONSTANTS`]. Deterministic: the same schema always gives
 /// the same bytes, so the committed header can be compared with it.
@@ -34,7 +34,11 @@ pub fn c_header() -> String {
 
     // Each struct once, in order of first use.
     let mut seen: Vec<&'static str> = Vec::new();
-    for layout in MAPS.iter().flat_map(|m| [m.key, m.value]) {
+    for layout in MAPS
+        .iter()
+        .flat_map(|m| [m.key, m.value])
+        .chain(RECORDS.iter().copied())
+    {
         if layout.is_struct() && !seen.contains(&layout.c_name) {
             seen.push(layout.c_name);
             write_struct(&mut h, &layout);
@@ -59,8 +63,13 @@ pub fn c_header() -> String {
         let _ = writeln!(h, "#define {} \\", map.c_define_macro());
         h.push_str("\tstruct { \\\n");
         let _ = writeln!(h, "\t\t__uint(type, {}); \\", map.map_type.c_constant());
-        let _ = writeln!(h, "\t\t__type(key, {}); \\", map.key.c_name);
-        let _ = writeln!(h, "\t\t__type(value, {}); \\", map.value.c_name);
+        // A ring buffer has neither key nor value.
+        if map.key.size != 0 {
+            let _ = writeln!(h, "\t\t__type(key, {}); \\", map.key.c_name);
+        }
+        if map.value.size != 0 {
+            let _ = writeln!(h, "\t\t__type(value, {}); \\", map.value.c_name);
+        }
         let _ = writeln!(h, "\t\t__uint(max_entries, {}); \\", map.max_entries);
         if map.flags != 0 {
             let _ = writeln!(h, "\t\t__uint(map_flags, {:#x}); \\", map.flags);

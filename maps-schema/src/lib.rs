@@ -359,6 +359,164 @@ pub mod deny_dir {
     pub const MAX_ID: u32 = NODE - 2;
 }
 
+/// Network policy at TC (`tc.c`): endpoint and rule-set flags, classifier table layout, rule
+/// actions, conntrack states and timeouts, statistics and event codes.
+///
+/// The classifier tables live in two banks: `pol_active` names the bank packets read, and every
+/// id stored in a bank (rule set, table, chunk, bitmap) points into that bank's half of its map,
+/// so the loader can write the other bank completely and switch with one write.
+pub mod pol {
+    /// [`PolEndpoint::direction`](crate::PolEndpoint): traffic into the endpoint (the remote
+    /// address is the source).
+    pub const DIR_INGRESS: u32 = 0;
+    /// Traffic out of the endpoint (the remote address is the destination).
+    pub const DIR_EGRESS: u32 = 1;
+    /// [`PolEndpoint::flags`](crate::PolEndpoint): a host endpoint (failsafe ports apply).
+    pub const EP_HOST: u32 = 1 << 0;
+    /// [`PolEndpoint::ruleset`](crate::PolEndpoint) of a direction no policy selects: flows
+    /// are tracked (so replies to the other direction pass) and allowed.
+    pub const NO_RULESET: u32 = u32::MAX;
+    /// [`PolRuleSet::flags`](crate::PolRuleSet): an enforcing policy selects the endpoints.
+    pub const RS_ENFORCED: u32 = 1 << 0;
+    /// An audit policy selects them.
+    pub const RS_AUDITED: u32 = 1 << 1;
+    /// Tables per rule set, at `table + T_*`.
+    pub const TABLES_PER_SET: u32 = 6;
+    /// IP protocol (8-bit keys: root only).
+    pub const T_PROTO: u32 = 0;
+    /// Remote IPv4 address.
+    pub const T_V4: u32 = 1;
+    /// Remote IPv6 address.
+    pub const T_V6: u32 = 2;
+    /// Source port.
+    pub const T_SPORT: u32 = 3;
+    /// Destination port.
+    pub const T_DPORT: u32 = 4;
+    /// ICMP `type << 8 | code`.
+    pub const T_ICMP: u32 = 5;
+    /// Key bits the root of a table indexes (256 slots per table in `pol_root`).
+    pub const ROOT_BITS: u32 = 8;
+    /// Root slots per table.
+    pub const ROOT_SLOTS: u32 = 1 << ROOT_BITS;
+    /// Key bits per chunk level (`pol_nodes` holds 16-slot chunks).
+    pub const CHUNK_BITS: u32 = 4;
+    /// A slot pointing to a chunk (the chunk number in the other bits); 0 is empty; any other
+    /// value is a leaf, `bitmap id + 1`.
+    pub const NODE: u32 = 1 << 31;
+    /// Rules per rule set: the bitmap width, and the stride of `pol_rules` (`ruleset * 256 +
+    /// bit`).
+    pub const MAX_RULES: u32 = 256;
+    /// [`PolRule::action`](crate::PolRule) values.
+    pub const ACT_ALLOW: u8 = 0;
+    /// Deny.
+    pub const ACT_DENY: u8 = 1;
+    /// Log and go on.
+    pub const ACT_LOG: u8 = 2;
+    /// Skip the rest of the policy.
+    pub const ACT_PASS: u8 = 3;
+    /// Rule or policy id meaning "none" (the default deny, a failsafe, an unselected direction).
+    pub const NONE: u32 = u32::MAX;
+
+    /// Conntrack state: TCP, SYN seen.
+    pub const CT_TCP_SYN: u8 = 1;
+    /// TCP, a packet seen both ways.
+    pub const CT_TCP_EST: u8 = 2;
+    /// TCP, FIN seen from both sides.
+    pub const CT_TCP_FIN: u8 = 3;
+    /// TCP, RST seen.
+    pub const CT_TCP_CLOSED: u8 = 4;
+    /// UDP, SCTP, ICMP echo, other protocols: opened, no reply yet.
+    pub const CT_OPEN: u8 = 5;
+    /// A reply has been seen.
+    pub const CT_REPLIED: u8 = 6;
+    /// [`Ct::flags`](crate::Ct): the flow was opened by a packet leaving the endpoint.
+    pub const CT_F_OPENED_EGRESS: u8 = 1 << 0;
+    /// The endpoint side sent a FIN.
+    pub const CT_F_FIN_LOCAL: u8 = 1 << 1;
+    /// The remote side sent a FIN.
+    pub const CT_F_FIN_REMOTE: u8 = 1 << 2;
+    /// Timeouts in seconds, by state (checked on lookup).
+    pub const CT_TIMEOUT_SYN: u32 = 30;
+    /// Established TCP.
+    pub const CT_TIMEOUT_EST: u32 = 7200;
+    /// TCP after FINs both ways.
+    pub const CT_TIMEOUT_FIN: u32 = 30;
+    /// TCP after a RST.
+    pub const CT_TIMEOUT_CLOSED: u32 = 10;
+    /// UDP and others before a reply.
+    pub const CT_TIMEOUT_OPEN: u32 = 30;
+    /// UDP and others after a reply.
+    pub const CT_TIMEOUT_REPLIED: u32 = 180;
+    /// Default capacity of `pol_ct` (`conntrack capacity entries=N`).
+    pub const DEFAULT_CT_ENTRIES: u32 = 65_536;
+    /// Default rule sets per bank (`policy capacity rule-sets=N`).
+    pub const DEFAULT_RULE_SETS: u32 = 256;
+    /// Default chunks per bank (`policy capacity chunks=N`).
+    pub const DEFAULT_CHUNKS: u32 = 32_768;
+    /// Default bitmaps per bank (`policy capacity bitmaps=N`).
+    pub const DEFAULT_BITMAPS: u32 = 16_384;
+    /// Rules counted in `pol_rule_ctrs` (by config rule index).
+    pub const MAX_RULE_IDS: u32 = 16_384;
+    /// Policies counted in `pol_pol_ctrs` (by config policy index).
+    pub const MAX_POLICY_IDS: u32 = 4096;
+
+    /// `pol_stats` index: new flows allowed.
+    pub const STAT_NEW: u32 = 0;
+    /// Packets denied by a rule.
+    pub const STAT_DENIED: u32 = 1;
+    /// Packets denied by the default deny.
+    pub const STAT_DEFAULT_DENIED: u32 = 2;
+    /// New flows an audit policy would have denied.
+    pub const STAT_AUDIT: u32 = 3;
+    /// Packets of tracked flows (policy skipped).
+    pub const STAT_ESTABLISHED: u32 = 4;
+    /// ICMP errors about tracked flows.
+    pub const STAT_RELATED: u32 = 5;
+    /// New flows to a failsafe port of a host endpoint.
+    pub const STAT_FAILSAFE: u32 = 6;
+    /// Packets allowed without a conntrack entry (ICMP other than echo, neighbour discovery).
+    pub const STAT_UNTRACKED: u32 = 7;
+    /// Events written to `pol_events`.
+    pub const STAT_EVENTS: u32 = 8;
+    /// Events not written (rate limit or full ring).
+    pub const STAT_EVENTS_LOST: u32 = 9;
+    /// Conntrack entries that could not be created.
+    pub const STAT_CT_FULL: u32 = 10;
+    /// Entries of `pol_stats`.
+    pub const STATS: u32 = 11;
+
+    /// [`PolEvent::verdict`](crate::PolEvent): dropped.
+    pub const EV_DENY: u8 = 1;
+    /// A `log` rule matched.
+    pub const EV_LOG: u8 = 2;
+    /// An audit policy would have dropped it.
+    pub const EV_AUDIT: u8 = 3;
+    /// Event budget: one event costs this many nanoseconds of credit per CPU (1000/s).
+    pub const EVENT_COST_NS: u32 = 1_000_000;
+    /// Credit a CPU may save up, in events (a burst).
+    pub const EVENT_BURST: u32 = 200;
+    /// Bytes of the `pol_events` ring.
+    pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+
+    /// The name of a `pol_stats` index.
+    pub fn stat_name(index: u32) -> Option<&'static str> {
+        Some(match index {
+            STAT_NEW => "new-allowed",
+            STAT_DENIED => "denied-by-rule",
+            STAT_DEFAULT_DENIED => "denied-by-default",
+            STAT_AUDIT => "audit-would-deny",
+            STAT_ESTABLISHED => "established",
+            STAT_RELATED => "related",
+            STAT_FAILSAFE => "failsafe",
+            STAT_UNTRACKED => "untracked",
+            STAT_EVENTS => "events",
+            STAT_EVENTS_LOST => "events-lost",
+            STAT_CT_FULL => "conntrack-full",
+            _ => return None,
+        })
+    }
+}
+
 /// A named integer constant shared by Rust and C (emitted as `#define`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Constant {
@@ -543,6 +701,235 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_FAILSAFE_WORDS_PER_SLOT",
                 value: failsafe::WORDS_PER_SLOT,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "Network policy at TC: endpoints, rule sets, classifier tables, actions, conntrack, statistics, events.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_POL_DIR_INGRESS",
+                value: pol::DIR_INGRESS,
+            },
+            Constant {
+                c_name: "WEIR_POL_DIR_EGRESS",
+                value: pol::DIR_EGRESS,
+            },
+            Constant {
+                c_name: "WEIR_POL_EP_HOST",
+                value: pol::EP_HOST,
+            },
+            Constant {
+                c_name: "WEIR_POL_NO_RULESET",
+                value: pol::NO_RULESET,
+            },
+            Constant {
+                c_name: "WEIR_POL_RS_ENFORCED",
+                value: pol::RS_ENFORCED,
+            },
+            Constant {
+                c_name: "WEIR_POL_RS_AUDITED",
+                value: pol::RS_AUDITED,
+            },
+            Constant {
+                c_name: "WEIR_POL_TABLES_PER_SET",
+                value: pol::TABLES_PER_SET,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_PROTO",
+                value: pol::T_PROTO,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_V4",
+                value: pol::T_V4,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_V6",
+                value: pol::T_V6,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_SPORT",
+                value: pol::T_SPORT,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_DPORT",
+                value: pol::T_DPORT,
+            },
+            Constant {
+                c_name: "WEIR_POL_T_ICMP",
+                value: pol::T_ICMP,
+            },
+            Constant {
+                c_name: "WEIR_POL_ROOT_BITS",
+                value: pol::ROOT_BITS,
+            },
+            Constant {
+                c_name: "WEIR_POL_CHUNK_BITS",
+                value: pol::CHUNK_BITS,
+            },
+            Constant {
+                c_name: "WEIR_POL_NODE",
+                value: pol::NODE,
+            },
+            Constant {
+                c_name: "WEIR_POL_MAX_RULES",
+                value: pol::MAX_RULES,
+            },
+            Constant {
+                c_name: "WEIR_POL_ACT_ALLOW",
+                value: pol::ACT_ALLOW as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_ACT_DENY",
+                value: pol::ACT_DENY as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_ACT_LOG",
+                value: pol::ACT_LOG as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_ACT_PASS",
+                value: pol::ACT_PASS as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_NONE",
+                value: pol::NONE,
+            },
+            Constant {
+                c_name: "WEIR_CT_TCP_SYN",
+                value: pol::CT_TCP_SYN as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_TCP_EST",
+                value: pol::CT_TCP_EST as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_TCP_FIN",
+                value: pol::CT_TCP_FIN as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_TCP_CLOSED",
+                value: pol::CT_TCP_CLOSED as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_OPEN",
+                value: pol::CT_OPEN as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_REPLIED",
+                value: pol::CT_REPLIED as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_F_OPENED_EGRESS",
+                value: pol::CT_F_OPENED_EGRESS as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_F_FIN_LOCAL",
+                value: pol::CT_F_FIN_LOCAL as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_F_FIN_REMOTE",
+                value: pol::CT_F_FIN_REMOTE as u32,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_SYN",
+                value: pol::CT_TIMEOUT_SYN,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_EST",
+                value: pol::CT_TIMEOUT_EST,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_FIN",
+                value: pol::CT_TIMEOUT_FIN,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_CLOSED",
+                value: pol::CT_TIMEOUT_CLOSED,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_OPEN",
+                value: pol::CT_TIMEOUT_OPEN,
+            },
+            Constant {
+                c_name: "WEIR_CT_TIMEOUT_REPLIED",
+                value: pol::CT_TIMEOUT_REPLIED,
+            },
+            Constant {
+                c_name: "WEIR_POL_MAX_RULE_IDS",
+                value: pol::MAX_RULE_IDS,
+            },
+            Constant {
+                c_name: "WEIR_POL_MAX_POLICY_IDS",
+                value: pol::MAX_POLICY_IDS,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_NEW",
+                value: pol::STAT_NEW,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_DENIED",
+                value: pol::STAT_DENIED,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_DEFAULT_DENIED",
+                value: pol::STAT_DEFAULT_DENIED,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_AUDIT",
+                value: pol::STAT_AUDIT,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_ESTABLISHED",
+                value: pol::STAT_ESTABLISHED,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_RELATED",
+                value: pol::STAT_RELATED,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_FAILSAFE",
+                value: pol::STAT_FAILSAFE,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_UNTRACKED",
+                value: pol::STAT_UNTRACKED,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_EVENTS",
+                value: pol::STAT_EVENTS,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_EVENTS_LOST",
+                value: pol::STAT_EVENTS_LOST,
+            },
+            Constant {
+                c_name: "WEIR_POL_STAT_CT_FULL",
+                value: pol::STAT_CT_FULL,
+            },
+            Constant {
+                c_name: "WEIR_POL_STATS",
+                value: pol::STATS,
+            },
+            Constant {
+                c_name: "WEIR_POL_EV_DENY",
+                value: pol::EV_DENY as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_EV_LOG",
+                value: pol::EV_LOG as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_EV_AUDIT",
+                value: pol::EV_AUDIT as u32,
+            },
+            Constant {
+                c_name: "WEIR_POL_EVENT_COST_NS",
+                value: pol::EVENT_COST_NS,
+            },
+            Constant {
+                c_name: "WEIR_POL_EVENT_BURST",
+                value: pol::EVENT_BURST,
             },
         ],
     },
@@ -753,6 +1140,138 @@ pub const MAPS: &[MapDef] = &[
         layout_version: 1,
         doc: "Inbound failsafe destination ports, a bitmap per protocol slot (WEIR_FAILSAFE_*): never dropped by the prefilter.",
     },
+    // Network policy at TC. The classifier arrays hold two banks (each half); pol_active
+    // names the one packets read.
+    MapDef {
+        name: "pol_active",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: 1,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy: the bank (0 or 1) packets read; written last by an apply.",
+    },
+    MapDef {
+        name: "pol_endpoints",
+        map_type: MapType::Hash,
+        key: PolEndpointKey::LAYOUT,
+        value: PolEndpoint::LAYOUT,
+        max_entries: 8192,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy endpoints: (bank, ifindex, TC hook) -> rule set (or none: tracked, allowed), direction, flags.",
+    },
+    MapDef {
+        name: "pol_rulesets",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolRuleSet::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_RULE_SETS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy rule sets by id (two banks): flags, first table, bitmaps for packets without ports or ICMP, log and audit bitmaps.",
+    },
+    MapDef {
+        name: "pol_root",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_RULE_SETS * pol::TABLES_PER_SET * pol::ROOT_SLOTS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy classifier tables, first level: table * 256 + the key's first byte -> slot (empty, NODE|chunk, bitmap id + 1).",
+    },
+    MapDef {
+        name: "pol_nodes",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: DirChunk::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_CHUNKS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy classifier tables, deeper levels: chunks of 16 slots, 4 key bits per level (two banks).",
+    },
+    MapDef {
+        name: "pol_bitmaps",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolBitmap::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_BITMAPS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy rule bitmaps by id (two banks): 256 bits, bit i = rule i of a rule set.",
+    },
+    MapDef {
+        name: "pol_rules",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolRule::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_RULE_SETS * pol::MAX_RULES,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy rules by rule set * 256 + bit: config rule and policy ids, action, audit, last bit of its policy.",
+    },
+    MapDef {
+        name: "pol_ct",
+        map_type: MapType::LruHash,
+        key: CtKey::LAYOUT,
+        value: Ct::LAYOUT,
+        max_entries: pol::DEFAULT_CT_ENTRIES,
+        flags: 0,
+        layout_version: 1,
+        doc: "Conntrack per endpoint: (ifindex, local and remote address and port, protocol, family) -> state, last packet time, allowing rule.",
+    },
+    MapDef {
+        name: "pol_rule_ctrs",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: pol::MAX_RULE_IDS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Packets and bytes per config rule id (denied packets, and every packet of the flows a rule allowed), per CPU.",
+    },
+    MapDef {
+        name: "pol_pol_ctrs",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolCounts::LAYOUT,
+        max_entries: pol::MAX_POLICY_IDS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Packets denied and flows an audit policy would deny, per config policy id, per CPU.",
+    },
+    MapDef {
+        name: "pol_stats",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: pol::STATS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy packets and bytes per outcome (index: WEIR_POL_STAT_*), per CPU.",
+    },
+    MapDef {
+        name: "pol_ev_rate",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolRate::LAYOUT,
+        max_entries: 1,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy event token bucket per CPU: saved credit and the time it was computed.",
+    },
+    MapDef {
+        name: "pol_events",
+        map_type: MapType::RingBuf,
+        key: NO_LAYOUT,
+        value: NO_LAYOUT,
+        max_entries: pol::EVENT_RING_BYTES,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy events (struct weir_pol_event records): denied, logged and audited packets, rate-limited per CPU.",
+    },
 ];
 
 /// The map named `name`, if the schema has one.
@@ -857,7 +1376,7 @@ macro_rules! array_field_type {
 
 array_field_type!(
     u8, 2 => "__u8[2]", u8, 4 => "__u8[4]", u8, 6 => "__u8[6]", u8, 16 => "__u8[16]",
-    u32, 4 => "__u32[4]", u32, 16 => "__u32[16]",
+    u32, 4 => "__u32[4]", u32, 16 => "__u32[16]", u64, 4 => "__u64[4]",
 );
 
 macro_rules! scalar_codec {
@@ -899,7 +1418,7 @@ macro_rules! schema_struct {
     ) => {
         $(#[$meta])*
         #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $fty, )*
         }
@@ -1216,6 +1735,190 @@ schema_struct! {
         pub pad: u32,
         /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when it was last used.
         pub last_ns: u64,
+    }
+}
+
+/// The key or value layout of a map that has none (ring buffers).
+pub const NO_LAYOUT: Layout = Layout {
+    c_name: "",
+    size: 0,
+    fields: &[],
+};
+
+/// Structs the programs and the loader share that are no map's key or value (ring buffer
+/// records); the C header declares them too.
+pub const RECORDS: &[Layout] = &[PolEvent::LAYOUT];
+
+schema_struct! {
+    /// Key of `pol_endpoints`: C `struct weir_pol_ep_key`.
+    pub struct PolEndpointKey as "weir_pol_ep_key" {
+        /// The bank (0 or 1).
+        pub bank: u32,
+        /// Interface index.
+        pub ifindex: u32,
+        /// The TC hook ([`hook::TC_INGRESS`] or [`hook::TC_EGRESS`]).
+        pub hook: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_endpoints`: C `struct weir_pol_ep`.
+    pub struct PolEndpoint as "weir_pol_ep" {
+        /// Rule set id (in the bank's half of `pol_rulesets`), or [`pol::NO_RULESET`].
+        pub ruleset: u32,
+        /// [`pol::DIR_INGRESS`] or [`pol::DIR_EGRESS`]: what this hook is for the endpoint.
+        pub direction: u32,
+        /// [`pol::EP_HOST`].
+        pub flags: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_rulesets`: C `struct weir_pol_ruleset`.
+    pub struct PolRuleSet as "weir_pol_ruleset" {
+        /// [`pol::RS_ENFORCED`], [`pol::RS_AUDITED`].
+        pub flags: u32,
+        /// The first of its [`pol::TABLES_PER_SET`] tables.
+        pub table: u32,
+        /// Rules in the set.
+        pub nrules: u32,
+        /// Bitmap id: rules without port conditions (for packets without ports).
+        pub no_ports_bm: u32,
+        /// Bitmap id: rules without an ICMP condition (for packets that are not ICMP).
+        pub no_icmp_bm: u32,
+        /// Bitmap id: the `log` rules.
+        pub log_bm: u32,
+        /// Bitmap id: the rules of audit policies.
+        pub audit_bm: u32,
+        /// Zero.
+        pub pad: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_bitmaps`: C `struct weir_pol_bitmap`, 256 rule bits.
+    pub struct PolBitmap as "weir_pol_bitmap" {
+        /// Bit i is bit i % 64 of word i / 64.
+        pub w: [u64; 4],
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_rules`: C `struct weir_pol_rule`.
+    pub struct PolRule as "weir_pol_rule" {
+        /// The rule's index in the config (counters, events).
+        pub rule_id: u32,
+        /// Its policy's index in the config.
+        pub policy_id: u16,
+        /// [`pol::ACT_ALLOW`] and the others.
+        pub action: u8,
+        /// 1 when its policy is in audit mode.
+        pub audit: u8,
+        /// The bit of the last rule of the same policy in this rule set.
+        pub policy_last: u16,
+        /// Zero.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Key of `pol_ct`: C `struct weir_ct_key`, a flow as one endpoint sees it (both directions
+    /// give the same key).
+    pub struct CtKey as "weir_ct_key" {
+        /// The endpoint's interface.
+        pub ifindex: u32,
+        /// The endpoint-side address (IPv4 in the first 4 bytes), network order.
+        pub local: [u8; 16],
+        /// The other side's address, network order.
+        pub remote: [u8; 16],
+        /// The endpoint-side port (ICMP echo: the identifier), host order.
+        pub lport: u16,
+        /// The other side's port, host order.
+        pub rport: u16,
+        /// IP protocol.
+        pub proto: u8,
+        /// 4 or 6.
+        pub family: u8,
+        /// Zero.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_ct`: C `struct weir_ct`.
+    pub struct Ct as "weir_ct" {
+        /// `bpf_ktime_get_ns` of the flow's last packet.
+        pub last_ns: u64,
+        /// The config rule id that allowed the flow, or [`pol::NONE`].
+        pub rule: u32,
+        /// `pol::CT_*` state.
+        pub state: u8,
+        /// `pol::CT_F_*` flags.
+        pub flags: u8,
+        /// Zero.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_pol_ctrs`: C `struct weir_pol_counts`.
+    pub struct PolCounts as "weir_pol_counts" {
+        /// Packets a rule of the policy denied.
+        pub denied: u64,
+        /// New flows the (audit) policy would have denied.
+        pub audited: u64,
+    }
+}
+
+impl PolCounts {
+    /// The total over per-CPU values.
+    pub fn sum(per_cpu: &[PolCounts]) -> PolCounts {
+        per_cpu.iter().fold(PolCounts::default(), |a, c| PolCounts {
+            denied: a.denied.wrapping_add(c.denied),
+            audited: a.audited.wrapping_add(c.audited),
+        })
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_ev_rate`: C `struct weir_pol_rate`.
+    pub struct PolRate as "weir_pol_rate" {
+        /// Saved credit in nanoseconds (one event costs [`pol::EVENT_COST_NS`]).
+        pub credit_ns: u64,
+        /// When the credit was last computed.
+        pub last_ns: u64,
+    }
+}
+
+schema_struct! {
+    /// A `pol_events` record: C `struct weir_pol_event`.
+    pub struct PolEvent as "weir_pol_event" {
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+        pub ts_ns: u64,
+        /// The endpoint's interface.
+        pub ifindex: u32,
+        /// The config rule id, or [`pol::NONE`] (default deny).
+        pub rule: u32,
+        /// The config policy id, or [`pol::NONE`].
+        pub policy: u32,
+        /// Packet length.
+        pub len: u32,
+        /// Source address (IPv4 in the first 4 bytes), network order.
+        pub src: [u8; 16],
+        /// Destination address.
+        pub dst: [u8; 16],
+        /// Source port (ICMP: type), host order.
+        pub sport: u16,
+        /// Destination port (ICMP: code), host order.
+        pub dport: u16,
+        /// 4 or 6.
+        pub family: u8,
+        /// IP protocol.
+        pub proto: u8,
+        /// [`pol::DIR_INGRESS`] or [`pol::DIR_EGRESS`].
+        pub direction: u8,
+        /// [`pol::EV_DENY`], [`pol::EV_LOG`] or [`pol::EV_AUDIT`].
+        pub verdict: u8,
     }
 }
 

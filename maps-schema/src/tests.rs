@@ -59,11 +59,14 @@ fn rust_structs_match_their_layouts() {
 fn layouts_are_consistent() {
     for map in MAPS {
         for layout in [map.key, map.value] {
-            assert!(
-                layout.size > 0,
-                "{}: {} has size 0",
+            // Only a ring buffer has no key and no value.
+            assert_eq!(
+                layout.size == 0,
+                map.map_type == MapType::RingBuf,
+                "{}: {} has size {}",
                 map.name,
-                layout.c_name
+                layout.c_name,
+                layout.size
             );
             let mut end = 0;
             for f in layout.fields {
@@ -724,5 +727,47 @@ fn lb_maps_layouts_and_constants() {
         "#define WEIR_DEFINE_MAP_LB_REVNAT",
     ] {
         assert!(h.contains(c), "{c}");
+    }
+}
+
+#[test]
+fn policy_layouts() {
+    assert_eq!(size_of::<PolEndpointKey>(), 12);
+    assert_eq!(size_of::<PolEndpoint>(), 12);
+    assert_eq!(size_of::<PolRuleSet>(), 32);
+    assert_eq!(size_of::<PolBitmap>(), 32);
+    assert_eq!(size_of::<PolRule>(), 12);
+    assert_eq!(size_of::<CtKey>(), 44);
+    assert_eq!(size_of::<Ct>(), 16);
+    assert_eq!(size_of::<PolEvent>(), 64);
+    for name in ["pol_endpoints", "pol_ct"] {
+        assert_eq!(find(name).unwrap().key.padding(), 0, "{name}");
+    }
+    let ev = PolEvent {
+        ts_ns: 1,
+        ifindex: 2,
+        rule: 3,
+        policy: 4,
+        len: 5,
+        src: [6; 16],
+        dst: [7; 16],
+        sport: 8,
+        dport: 9,
+        family: 4,
+        proto: 6,
+        direction: 1,
+        verdict: pol::EV_DENY,
+    };
+    assert_eq!(PolEvent::decode(&ev.encode()), Ok(ev));
+    let h = c_header();
+    assert!(h.contains("struct weir_pol_event {"));
+    assert!(
+        h.contains("\t\t__uint(type, BPF_MAP_TYPE_RINGBUF); \\\n\t\t__uint(max_entries, 262144);")
+    );
+    let rules = find("pol_rules").unwrap();
+    let sets = find("pol_rulesets").unwrap();
+    assert_eq!(rules.max_entries, sets.max_entries * pol::MAX_RULES);
+    for i in 0..pol::STATS {
+        assert!(pol::stat_name(i).is_some());
     }
 }

@@ -5,8 +5,8 @@
  *
  * - a packet for a local workload (fp_routes_v4/v6) goes straight into the workload's network
  *   namespace with bpf_redirect_peer, once the workload's own ingress policy allows it
- *   (WEIR_FASTPATH_ALLOWED): the host's routing, netfilter and the veth's backlog hop are
- *   skipped;
+ *   (the hook the redirect skips): the host's routing, netfilter and the veth's backlog hop
+ *   are skipped;
  * - a packet from a workload to anywhere else is routed with bpf_fib_lookup and sent out of
  *   the right host interface (bpf_redirect with the MACs the FIB gave, or bpf_redirect_neigh
  *   when the next hop's MAC is not known yet).
@@ -21,9 +21,11 @@
  * A workload's MAC is learned here from the frames it sends (fp_macs): until it has sent one,
  * packets for it take the normal path (which resolves its MAC with ARP / ND anyway).
  *
- * The including program defines the maps (WEIR_DEFINE_MAP_FP_*, IF_COUNTERS) and may define
- * WEIR_FASTPATH_ALLOWED(skb, ifindex): nonzero when the ingress policy of the workload behind
- * `ifindex` allows the packet (default: allowed).
+ * The including program defines the maps (WEIR_DEFINE_MAP_FP_*, IF_COUNTERS) and puts the
+ * pieces together around its policy (tc.c): weir_fastpath_target says where a packet goes,
+ * the program asks the policy of the hook the packet would skip, then weir_fastpath_peer or
+ * weir_fastpath_out sends it. They are separate (global) functions so that each has its own
+ * stack frame: the policy's call chain needs most of the 512 bytes.
  */
 #ifndef WEIR_FASTPATH_H
 #define WEIR_FASTPATH_H
@@ -33,10 +35,6 @@
 #include "weir_maps.h"
 #include "weir_net.h"
 #include "weir_count.h"
-
-#ifndef WEIR_FASTPATH_ALLOWED
-#define WEIR_FASTPATH_ALLOWED(skb, ifindex) 1
-#endif
 
 #define WEIR_FP_NORMAL TC_ACT_UNSPEC
 
@@ -80,200 +78,214 @@ static __always_inline void fp_ttl_dec4(struct weir_ipv4 *ip)
 	ip->ttl--;
 }
 
-/*
- * Into the workload behind `ifindex` (its host-side interface). `l3` points at the IP header
- * (already bounds-checked by the caller); `ip4` says which family.
- */
-static __always_inline int fp_to_workload(struct __sk_buff *skb, __u32 ifindex, int ip4)
+/* Decrements the TTL / hop limit of the IPv4 or IPv6 packet behind the Ethernet header. */
+static __always_inline int fp_hop(struct __sk_buff *skb, int ip4)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (ip4) {
+		struct weir_ipv4 *ip = data + sizeof(struct weir_eth);
+
+		if ((void *)(ip + 1) > end)
+			return -1;
+		fp_ttl_dec4(ip);
+	} else {
+		struct weir_ipv6 *ip = data + sizeof(struct weir_eth);
+
+		if ((void *)(ip + 1) > end)
+			return -1;
+		ip->hop_limit--;
+	}
+	return 0;
+}
+
+/* Whether the workload behind `ifindex` can take a redirected packet now. */
+static __always_inline int fp_target_ready(struct __sk_buff *skb, __u32 ifindex)
 {
 	struct weir_fp_endpoint *target = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
-	struct weir_mac *mac;
 	__u32 mtu = 0;
 
 	if (!target || !(target->flags & WEIR_FP_ON) || !(target->flags & WEIR_FP_WORKLOAD))
-		return WEIR_FP_NORMAL;
-	mac = bpf_map_lookup_elem(&fp_macs, &ifindex);
-	if (!mac)
-		return WEIR_FP_NORMAL;
-	if (bpf_check_mtu(skb, ifindex, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
-		return WEIR_FP_NORMAL;
-	if (!(WEIR_FASTPATH_ALLOWED(skb, ifindex)))
-		return WEIR_FP_NORMAL; /* the workload's own hook drops it, and reports it */
+		return 0;
+	if (!bpf_map_lookup_elem(&fp_macs, &ifindex))
+		return 0; /* it has not sent anything yet: the stack resolves it */
+	return bpf_check_mtu(skb, ifindex, &mtu, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
+}
 
-	/* Helpers above may not move packet data, but re-derive the pointers for the verifier. */
+/*
+ * Where a packet arriving here goes: the host-side interface of the local workload it is for
+ * (> 0, ready to take it), WEIR_FP_ROUTE_OUT when it is from a workload to somewhere not local,
+ * WEIR_FP_STACK when the stack must handle it.
+ */
+#define WEIR_FP_ROUTE_OUT 0
+#define WEIR_FP_STACK (-1)
+
+__attribute__((noinline)) int weir_fastpath_target(struct __sk_buff *skb)
+{
+	struct weir_fp_endpoint *self;
+	struct weir_fp_route *route;
+	__u32 in;
+
+	if (!skb)
+		return WEIR_FP_STACK;
+	in = skb->ifindex;
+	self = bpf_map_lookup_elem(&fp_endpoints, &in);
+	if (!self || !(self->flags & WEIR_FP_ON))
+		return WEIR_FP_STACK;
+
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct weir_eth *eth = data;
 
+	if ((void *)(eth + 1) > end)
+		return WEIR_FP_STACK;
+	if (self->flags & WEIR_FP_WORKLOAD)
+		fp_learn(in, eth->src);
+	/* Only what is sent to this interface's own MAC is for the host to route. */
+	if (!fp_mac_eq(eth->dst, self->mac))
+		return WEIR_FP_STACK;
+	if (eth->proto == weir_htons(WEIR_ETH_P_IP)) {
+		struct weir_ipv4 *ip = data + sizeof(*eth);
+		struct weir_lpm_v4 key = { .prefixlen = 32 };
+
+		if ((void *)(ip + 1) > end || ip->ttl <= 1)
+			return WEIR_FP_STACK; /* expiring: the stack sends the ICMP error */
+		__builtin_memcpy(key.addr, &ip->daddr, 4);
+		route = bpf_map_lookup_elem(&fp_routes_v4, &key);
+	} else if (eth->proto == weir_htons(WEIR_ETH_P_IPV6)) {
+		struct weir_ipv6 *ip = data + sizeof(*eth);
+		struct weir_lpm_v6 key = { .prefixlen = 128 };
+
+		if ((void *)(ip + 1) > end || ip->hop_limit <= 1)
+			return WEIR_FP_STACK;
+		/* Link-local and multicast destinations are never routed. */
+		__u8 first = ((__u8 *)ip->daddr)[0];
+		__u8 second = ((__u8 *)ip->daddr)[1];
+
+		if (first == 0xff || (first == 0xfe && (second & 0xc0) == 0x80))
+			return WEIR_FP_STACK;
+		__builtin_memcpy(key.addr, ip->daddr, 16);
+		route = bpf_map_lookup_elem(&fp_routes_v6, &key);
+	} else {
+		return WEIR_FP_STACK;
+	}
+	if (!route) /* not local: routed out of a host interface, for workloads only */
+		return (self->flags & WEIR_FP_WORKLOAD) ? WEIR_FP_ROUTE_OUT : WEIR_FP_STACK;
+	if (route->ifindex == in || route->ifindex > 0x7fffffff)
+		return WEIR_FP_STACK; /* back where it came from: the stack's business */
+	if (!fp_target_ready(skb, route->ifindex))
+		return WEIR_FP_STACK;
+	return (int)route->ifindex;
+}
+
+/*
+ * Into the workload behind `ifindex` (its host-side interface), which weir_fastpath_target
+ * chose and whose ingress policy allowed the packet: one hop less, the MACs a routed packet
+ * would have, bpf_redirect_peer.
+ */
+__attribute__((noinline)) int weir_fastpath_peer(struct __sk_buff *skb, __u32 ifindex)
+{
+	struct weir_fp_endpoint *target = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
+	struct weir_mac *mac = bpf_map_lookup_elem(&fp_macs, &ifindex);
+	struct weir_if_key key = { .ifindex = ifindex, .hook = WEIR_HOOK_FASTPATH_IN };
+
+	if (!skb || !target || !mac)
+		return WEIR_FP_NORMAL;
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct weir_eth *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return WEIR_FP_NORMAL;
+	if (fp_hop(skb, eth->proto == weir_htons(WEIR_ETH_P_IP)))
+		return WEIR_FP_NORMAL;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return WEIR_FP_NORMAL;
+	fp_mac_copy(eth->src, target->mac);
+	fp_mac_copy(eth->dst, mac->addr);
+	weir_count_hash(&if_counters, &key, skb->len);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+/*
+ * From a workload to a destination that is not local: the FIB picks the host interface and
+ * the next hop; the packet leaves through that interface's egress (its TC egress hook, and so a
+ * host endpoint's egress policy, still runs).
+ */
+__attribute__((noinline)) int weir_fastpath_out(struct __sk_buff *skb)
+{
+	struct bpf_fib_lookup fib = {};
+	struct weir_fp_endpoint *egress;
+	__u32 from;
+	int ip4;
+
+	if (!skb)
+		return WEIR_FP_NORMAL;
+	from = skb->ifindex;
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct weir_eth *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return WEIR_FP_NORMAL;
+	ip4 = eth->proto == weir_htons(WEIR_ETH_P_IP);
+	fib.ifindex = from;
 	if (ip4) {
 		struct weir_ipv4 *ip = data + sizeof(*eth);
 
 		if ((void *)(ip + 1) > end)
 			return WEIR_FP_NORMAL;
-		fp_ttl_dec4(ip);
+		fib.family = WEIR_AF_INET;
+		fib.l4_protocol = ip->protocol;
+		fib.flowinfo = ip->tos;
+		fib.src[0] = ip->saddr;
+		fib.dst[0] = ip->daddr;
 	} else {
 		struct weir_ipv6 *ip = data + sizeof(*eth);
+		__u32 flow;
 
 		if ((void *)(ip + 1) > end)
 			return WEIR_FP_NORMAL;
-		ip->hop_limit--;
+		fib.family = WEIR_AF_INET6;
+		fib.l4_protocol = ip->nexthdr;
+		__builtin_memcpy(&flow, ip, 4);
+		fib.flowinfo = flow & weir_ntohl(0x0FFFFFFF); /* the swap is its own inverse */
+		__builtin_memcpy(fib.src, ip->saddr, 16);
+		__builtin_memcpy(fib.dst, ip->daddr, 16);
 	}
-	fp_mac_copy(eth->src, target->mac);
-	fp_mac_copy(eth->dst, mac->addr);
-	{
-		struct weir_if_key key = { .ifindex = ifindex, .hook = WEIR_HOOK_FASTPATH_IN };
 
-		weir_count_hash(&if_counters, &key, skb->len);
-	}
-	return bpf_redirect_peer(ifindex, 0);
-}
-
-/* From a workload to a destination that is not local: the FIB picks the host interface. */
-static __always_inline int fp_out(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int ip4)
-{
-	__u32 from = skb->ifindex;
-	long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-	struct weir_fp_endpoint *egress;
+	/* tot_len 0: the kernel checks the packet (GSO included) against the egress MTU. */
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return WEIR_FP_NORMAL; /* local, unreachable, too big, forwarding off, ... */
 	/* A workload weir has no route for (not configured) stays on the normal path. */
-	egress = bpf_map_lookup_elem(&fp_endpoints, &fib->ifindex);
+	egress = bpf_map_lookup_elem(&fp_endpoints, &fib.ifindex);
 	if (egress && (egress->flags & WEIR_FP_WORKLOAD))
 		return WEIR_FP_NORMAL;
-
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct weir_eth *eth = data;
-
-	if (ip4) {
-		struct weir_ipv4 *ip = data + sizeof(*eth);
-
-		if ((void *)(ip + 1) > end)
-			return WEIR_FP_NORMAL;
-		fp_ttl_dec4(ip);
-	} else {
-		struct weir_ipv6 *ip = data + sizeof(*eth);
-
-		if ((void *)(ip + 1) > end)
-			return WEIR_FP_NORMAL;
-		ip->hop_limit--;
-	}
+	if (fp_hop(skb, ip4))
+		return WEIR_FP_NORMAL;
 	{
 		struct weir_if_key key = { .ifindex = from, .hook = WEIR_HOOK_FASTPATH_OUT };
 
 		weir_count_hash(&if_counters, &key, skb->len);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib->ifindex, (void *)0, 0, 0);
-	fp_mac_copy(eth->src, fib->smac);
-	fp_mac_copy(eth->dst, fib->dmac);
-	return bpf_redirect(fib->ifindex, 0);
-}
-
-static __always_inline int fp_ipv4(struct __sk_buff *skb, const struct weir_fp_endpoint *self)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct weir_ipv4 *ip = data + sizeof(struct weir_eth);
-	struct weir_lpm_v4 key = { .prefixlen = 32 };
-	struct weir_fp_route *route;
-
-	if ((void *)(ip + 1) > end)
-		return WEIR_FP_NORMAL;
-	if (ip->ttl <= 1)
-		return WEIR_FP_NORMAL;
-	__builtin_memcpy(key.addr, &ip->daddr, 4);
-	route = bpf_map_lookup_elem(&fp_routes_v4, &key);
-	if (route) {
-		if (route->ifindex == skb->ifindex)
-			return WEIR_FP_NORMAL; /* back where it came from: the stack's business */
-		return fp_to_workload(skb, route->ifindex, 1);
-	}
-	if (!(self->flags & WEIR_FP_WORKLOAD))
-		return WEIR_FP_NORMAL; /* transit between host interfaces is left to the host */
-
-	struct bpf_fib_lookup fib = {
-		.family = WEIR_AF_INET,
-		.l4_protocol = ip->protocol,
-		.flowinfo = ip->tos,
-		.ifindex = skb->ifindex,
-	};
-
-	fib.src[0] = ip->saddr;
-	fib.dst[0] = ip->daddr;
-	return fp_out(skb, &fib, 1);
-}
-
-static __always_inline int fp_ipv6(struct __sk_buff *skb, const struct weir_fp_endpoint *self)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct weir_ipv6 *ip = data + sizeof(struct weir_eth);
-	struct weir_lpm_v6 key = { .prefixlen = 128 };
-	struct weir_fp_route *route;
-
-	if ((void *)(ip + 1) > end)
-		return WEIR_FP_NORMAL;
-	if (ip->hop_limit <= 1)
-		return WEIR_FP_NORMAL;
-	/* Link-local and multicast destinations are never routed. */
-	__u8 first = ((__u8 *)ip->daddr)[0];
-	__u8 second = ((__u8 *)ip->daddr)[1];
-
-	if (first == 0xff || (first == 0xfe && (second & 0xc0) == 0x80))
-		return WEIR_FP_NORMAL;
-	__builtin_memcpy(key.addr, ip->daddr, 16);
-	route = bpf_map_lookup_elem(&fp_routes_v6, &key);
-	if (route) {
-		if (route->ifindex == skb->ifindex)
-			return WEIR_FP_NORMAL;
-		return fp_to_workload(skb, route->ifindex, 0);
-	}
-	if (!(self->flags & WEIR_FP_WORKLOAD))
-		return WEIR_FP_NORMAL;
-
-	struct bpf_fib_lookup fib = {
-		.family = WEIR_AF_INET6,
-		.l4_protocol = ip->nexthdr,
-		.ifindex = skb->ifindex,
-	};
-	__u32 flow;
-
-	__builtin_memcpy(&flow, ip, 4);
-	fib.flowinfo = flow & weir_ntohl(0x0FFFFFFF); /* the swap is its own inverse */
-	__builtin_memcpy(fib.src, ip->saddr, 16);
-	__builtin_memcpy(fib.dst, ip->daddr, 16);
-	return fp_out(skb, &fib, 0);
-}
-
-/*
- * The fast path for a packet weir's policy allowed at this TC ingress; TC_ACT_UNSPEC (the
- * normal path) whenever it does not apply.
- */
-static __always_inline int weir_fastpath(struct __sk_buff *skb)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct weir_eth *eth = data;
-	__u32 in = skb->ifindex;
-	struct weir_fp_endpoint *self;
-
+		return bpf_redirect_neigh(fib.ifindex, (void *)0, 0, 0);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
 	if ((void *)(eth + 1) > end)
 		return WEIR_FP_NORMAL;
-	self = bpf_map_lookup_elem(&fp_endpoints, &in);
-	if (!self || !(self->flags & WEIR_FP_ON))
-		return WEIR_FP_NORMAL;
-	if (self->flags & WEIR_FP_WORKLOAD)
-		fp_learn(in, eth->src);
-	/* Only what is sent to this interface's own MAC is for the host to route. */
-	if (!fp_mac_eq(eth->dst, self->mac))
-		return WEIR_FP_NORMAL;
-	if (eth->proto == weir_htons(WEIR_ETH_P_IP))
-		return fp_ipv4(skb, self);
-	if (eth->proto == weir_htons(WEIR_ETH_P_IPV6))
-		return fp_ipv6(skb, self);
-	return WEIR_FP_NORMAL;
+	fp_mac_copy(eth->src, fib.smac);
+	fp_mac_copy(eth->dst, fib.dmac);
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 #endif /* WEIR_FASTPATH_H */

@@ -60,6 +60,64 @@
 #define WEIR_FAILSAFE_SLOT_SCTP 2
 #define WEIR_FAILSAFE_WORDS_PER_SLOT 1024
 
+/* Network policy at TC: endpoints, rule sets, classifier tables, actions, conntrack, statistics, events. */
+#define WEIR_POL_DIR_INGRESS 0
+#define WEIR_POL_DIR_EGRESS 1
+#define WEIR_POL_EP_HOST 1
+#define WEIR_POL_NO_RULESET 4294967295
+#define WEIR_POL_RS_ENFORCED 1
+#define WEIR_POL_RS_AUDITED 2
+#define WEIR_POL_TABLES_PER_SET 6
+#define WEIR_POL_T_PROTO 0
+#define WEIR_POL_T_V4 1
+#define WEIR_POL_T_V6 2
+#define WEIR_POL_T_SPORT 3
+#define WEIR_POL_T_DPORT 4
+#define WEIR_POL_T_ICMP 5
+#define WEIR_POL_ROOT_BITS 8
+#define WEIR_POL_CHUNK_BITS 4
+#define WEIR_POL_NODE 2147483648
+#define WEIR_POL_MAX_RULES 256
+#define WEIR_POL_ACT_ALLOW 0
+#define WEIR_POL_ACT_DENY 1
+#define WEIR_POL_ACT_LOG 2
+#define WEIR_POL_ACT_PASS 3
+#define WEIR_POL_NONE 4294967295
+#define WEIR_CT_TCP_SYN 1
+#define WEIR_CT_TCP_EST 2
+#define WEIR_CT_TCP_FIN 3
+#define WEIR_CT_TCP_CLOSED 4
+#define WEIR_CT_OPEN 5
+#define WEIR_CT_REPLIED 6
+#define WEIR_CT_F_OPENED_EGRESS 1
+#define WEIR_CT_F_FIN_LOCAL 2
+#define WEIR_CT_F_FIN_REMOTE 4
+#define WEIR_CT_TIMEOUT_SYN 30
+#define WEIR_CT_TIMEOUT_EST 7200
+#define WEIR_CT_TIMEOUT_FIN 30
+#define WEIR_CT_TIMEOUT_CLOSED 10
+#define WEIR_CT_TIMEOUT_OPEN 30
+#define WEIR_CT_TIMEOUT_REPLIED 180
+#define WEIR_POL_MAX_RULE_IDS 16384
+#define WEIR_POL_MAX_POLICY_IDS 4096
+#define WEIR_POL_STAT_NEW 0
+#define WEIR_POL_STAT_DENIED 1
+#define WEIR_POL_STAT_DEFAULT_DENIED 2
+#define WEIR_POL_STAT_AUDIT 3
+#define WEIR_POL_STAT_ESTABLISHED 4
+#define WEIR_POL_STAT_RELATED 5
+#define WEIR_POL_STAT_FAILSAFE 6
+#define WEIR_POL_STAT_UNTRACKED 7
+#define WEIR_POL_STAT_EVENTS 8
+#define WEIR_POL_STAT_EVENTS_LOST 9
+#define WEIR_POL_STAT_CT_FULL 10
+#define WEIR_POL_STATS 11
+#define WEIR_POL_EV_DENY 1
+#define WEIR_POL_EV_LOG 2
+#define WEIR_POL_EV_AUDIT 3
+#define WEIR_POL_EVENT_COST_NS 1000000
+#define WEIR_POL_EVENT_BURST 200
+
 struct weir_if_key {
 	__u32 ifindex;
 	__u32 hook;
@@ -241,6 +299,148 @@ struct weir_deny_entry {
 };
 _Static_assert(sizeof(struct weir_deny_entry) == 8, "struct weir_deny_entry: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct weir_deny_entry.hits: offset differs from maps-schema");
+
+struct weir_pol_ep_key {
+	__u32 bank;
+	__u32 ifindex;
+	__u32 hook;
+};
+_Static_assert(sizeof(struct weir_pol_ep_key) == 12, "struct weir_pol_ep_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep_key, bank) == 0, "struct weir_pol_ep_key.bank: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep_key, ifindex) == 4, "struct weir_pol_ep_key.ifindex: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep_key, hook) == 8, "struct weir_pol_ep_key.hook: offset differs from maps-schema");
+
+struct weir_pol_ep {
+	__u32 ruleset;
+	__u32 direction;
+	__u32 flags;
+};
+_Static_assert(sizeof(struct weir_pol_ep) == 12, "struct weir_pol_ep: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep, ruleset) == 0, "struct weir_pol_ep.ruleset: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep, direction) == 4, "struct weir_pol_ep.direction: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep, flags) == 8, "struct weir_pol_ep.flags: offset differs from maps-schema");
+
+struct weir_pol_ruleset {
+	__u32 flags;
+	__u32 table;
+	__u32 nrules;
+	__u32 no_ports_bm;
+	__u32 no_icmp_bm;
+	__u32 log_bm;
+	__u32 audit_bm;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weir_pol_ruleset) == 32, "struct weir_pol_ruleset: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, flags) == 0, "struct weir_pol_ruleset.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, table) == 4, "struct weir_pol_ruleset.table: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, nrules) == 8, "struct weir_pol_ruleset.nrules: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, no_ports_bm) == 12, "struct weir_pol_ruleset.no_ports_bm: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, no_icmp_bm) == 16, "struct weir_pol_ruleset.no_icmp_bm: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, log_bm) == 20, "struct weir_pol_ruleset.log_bm: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, audit_bm) == 24, "struct weir_pol_ruleset.audit_bm: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ruleset, pad) == 28, "struct weir_pol_ruleset.pad: offset differs from maps-schema");
+
+struct weir_pol_bitmap {
+	__u64 w[4];
+};
+_Static_assert(sizeof(struct weir_pol_bitmap) == 32, "struct weir_pol_bitmap: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_bitmap, w) == 0, "struct weir_pol_bitmap.w: offset differs from maps-schema");
+
+struct weir_pol_rule {
+	__u32 rule_id;
+	__u16 policy_id;
+	__u8 action;
+	__u8 audit;
+	__u16 policy_last;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_pol_rule) == 12, "struct weir_pol_rule: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, rule_id) == 0, "struct weir_pol_rule.rule_id: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, policy_id) == 4, "struct weir_pol_rule.policy_id: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, action) == 6, "struct weir_pol_rule.action: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, audit) == 7, "struct weir_pol_rule.audit: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, policy_last) == 8, "struct weir_pol_rule.policy_last: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rule, pad) == 10, "struct weir_pol_rule.pad: offset differs from maps-schema");
+
+struct weir_ct_key {
+	__u32 ifindex;
+	__u8 local[16];
+	__u8 remote[16];
+	__u16 lport;
+	__u16 rport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_ct_key) == 44, "struct weir_ct_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, ifindex) == 0, "struct weir_ct_key.ifindex: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, local) == 4, "struct weir_ct_key.local: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, remote) == 20, "struct weir_ct_key.remote: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, lport) == 36, "struct weir_ct_key.lport: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, rport) == 38, "struct weir_ct_key.rport: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, proto) == 40, "struct weir_ct_key.proto: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, family) == 41, "struct weir_ct_key.family: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct_key, pad) == 42, "struct weir_ct_key.pad: offset differs from maps-schema");
+
+struct weir_ct {
+	__u64 last_ns;
+	__u32 rule;
+	__u8 state;
+	__u8 flags;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_ct) == 16, "struct weir_ct: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct, last_ns) == 0, "struct weir_ct.last_ns: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct, rule) == 8, "struct weir_ct.rule: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct, state) == 12, "struct weir_ct.state: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct, flags) == 13, "struct weir_ct.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_ct, pad) == 14, "struct weir_ct.pad: offset differs from maps-schema");
+
+struct weir_pol_counts {
+	__u64 denied;
+	__u64 audited;
+};
+_Static_assert(sizeof(struct weir_pol_counts) == 16, "struct weir_pol_counts: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_counts, denied) == 0, "struct weir_pol_counts.denied: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_counts, audited) == 8, "struct weir_pol_counts.audited: offset differs from maps-schema");
+
+struct weir_pol_rate {
+	__u64 credit_ns;
+	__u64 last_ns;
+};
+_Static_assert(sizeof(struct weir_pol_rate) == 16, "struct weir_pol_rate: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rate, credit_ns) == 0, "struct weir_pol_rate.credit_ns: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_rate, last_ns) == 8, "struct weir_pol_rate.last_ns: offset differs from maps-schema");
+
+struct weir_pol_event {
+	__u64 ts_ns;
+	__u32 ifindex;
+	__u32 rule;
+	__u32 policy;
+	__u32 len;
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 direction;
+	__u8 verdict;
+};
+_Static_assert(sizeof(struct weir_pol_event) == 64, "struct weir_pol_event: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, ts_ns) == 0, "struct weir_pol_event.ts_ns: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, ifindex) == 8, "struct weir_pol_event.ifindex: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, rule) == 12, "struct weir_pol_event.rule: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, policy) == 16, "struct weir_pol_event.policy: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, len) == 20, "struct weir_pol_event.len: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, src) == 24, "struct weir_pol_event.src: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, dst) == 40, "struct weir_pol_event.dst: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, sport) == 56, "struct weir_pol_event.sport: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, dport) == 58, "struct weir_pol_event.dport: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, family) == 60, "struct weir_pol_event.family: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, proto) == 61, "struct weir_pol_event.proto: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, direction) == 62, "struct weir_pol_event.direction: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct weir_pol_event.verdict: offset differs from maps-schema");
 
 /* if_counters (percpu_hash, 1024 entries): Packets and bytes seen per (interface, hook), per CPU. */
 #define WEIR_LAYOUT_VERSION_IF_COUNTERS 1
@@ -450,5 +650,134 @@ _Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct we
 		__type(value, __u64); \
 		__uint(max_entries, 3072); \
 	} failsafe_in SEC(".maps")
+
+/* pol_active (array, 1 entries): Policy: the bank (0 or 1) packets read; written last by an apply. */
+#define WEIR_LAYOUT_VERSION_POL_ACTIVE 1
+#define WEIR_DEFINE_MAP_POL_ACTIVE \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, __u32); \
+		__uint(max_entries, 1); \
+	} pol_active SEC(".maps")
+
+/* pol_endpoints (hash, 8192 entries): Policy endpoints: (bank, ifindex, TC hook) -> rule set (or none: tracked, allowed), direction, flags. */
+#define WEIR_LAYOUT_VERSION_POL_ENDPOINTS 1
+#define WEIR_DEFINE_MAP_POL_ENDPOINTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_pol_ep_key); \
+		__type(value, struct weir_pol_ep); \
+		__uint(max_entries, 8192); \
+		__uint(map_flags, 0x1); \
+	} pol_endpoints SEC(".maps")
+
+/* pol_rulesets (array, 512 entries): Policy rule sets by id (two banks): flags, first table, bitmaps for packets without ports or ICMP, log and audit bitmaps. */
+#define WEIR_LAYOUT_VERSION_POL_RULESETS 1
+#define WEIR_DEFINE_MAP_POL_RULESETS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_ruleset); \
+		__uint(max_entries, 512); \
+	} pol_rulesets SEC(".maps")
+
+/* pol_root (array, 786432 entries): Policy classifier tables, first level: table * 256 + the key's first byte -> slot (empty, NODE|chunk, bitmap id + 1). */
+#define WEIR_LAYOUT_VERSION_POL_ROOT 1
+#define WEIR_DEFINE_MAP_POL_ROOT \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, __u32); \
+		__uint(max_entries, 786432); \
+	} pol_root SEC(".maps")
+
+/* pol_nodes (array, 65536 entries): Policy classifier tables, deeper levels: chunks of 16 slots, 4 key bits per level (two banks). */
+#define WEIR_LAYOUT_VERSION_POL_NODES 1
+#define WEIR_DEFINE_MAP_POL_NODES \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_dir_chunk); \
+		__uint(max_entries, 65536); \
+	} pol_nodes SEC(".maps")
+
+/* pol_bitmaps (array, 32768 entries): Policy rule bitmaps by id (two banks): 256 bits, bit i = rule i of a rule set. */
+#define WEIR_LAYOUT_VERSION_POL_BITMAPS 1
+#define WEIR_DEFINE_MAP_POL_BITMAPS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_bitmap); \
+		__uint(max_entries, 32768); \
+	} pol_bitmaps SEC(".maps")
+
+/* pol_rules (array, 131072 entries): Policy rules by rule set * 256 + bit: config rule and policy ids, action, audit, last bit of its policy. */
+#define WEIR_LAYOUT_VERSION_POL_RULES 1
+#define WEIR_DEFINE_MAP_POL_RULES \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_rule); \
+		__uint(max_entries, 131072); \
+	} pol_rules SEC(".maps")
+
+/* pol_ct (lru_hash, 65536 entries): Conntrack per endpoint: (ifindex, local and remote address and port, protocol, family) -> state, last packet time, allowing rule. */
+#define WEIR_LAYOUT_VERSION_POL_CT 1
+#define WEIR_DEFINE_MAP_POL_CT \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH); \
+		__type(key, struct weir_ct_key); \
+		__type(value, struct weir_ct); \
+		__uint(max_entries, 65536); \
+	} pol_ct SEC(".maps")
+
+/* pol_rule_ctrs (percpu_array, 16384 entries): Packets and bytes per config rule id (denied packets, and every packet of the flows a rule allowed), per CPU. */
+#define WEIR_LAYOUT_VERSION_POL_RULE_CTRS 1
+#define WEIR_DEFINE_MAP_POL_RULE_CTRS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 16384); \
+	} pol_rule_ctrs SEC(".maps")
+
+/* pol_pol_ctrs (percpu_array, 4096 entries): Packets denied and flows an audit policy would deny, per config policy id, per CPU. */
+#define WEIR_LAYOUT_VERSION_POL_POL_CTRS 1
+#define WEIR_DEFINE_MAP_POL_POL_CTRS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_counts); \
+		__uint(max_entries, 4096); \
+	} pol_pol_ctrs SEC(".maps")
+
+/* pol_stats (percpu_array, 11 entries): Policy packets and bytes per outcome (index: WEIR_POL_STAT_*), per CPU. */
+#define WEIR_LAYOUT_VERSION_POL_STATS 1
+#define WEIR_DEFINE_MAP_POL_STATS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 11); \
+	} pol_stats SEC(".maps")
+
+/* pol_ev_rate (percpu_array, 1 entries): Policy event token bucket per CPU: saved credit and the time it was computed. */
+#define WEIR_LAYOUT_VERSION_POL_EV_RATE 1
+#define WEIR_DEFINE_MAP_POL_EV_RATE \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_rate); \
+		__uint(max_entries, 1); \
+	} pol_ev_rate SEC(".maps")
+
+/* pol_events (ringbuf, 262144 entries): Policy events (struct weir_pol_event records): denied, logged and audited packets, rate-limited per CPU. */
+#define WEIR_LAYOUT_VERSION_POL_EVENTS 1
+#define WEIR_DEFINE_MAP_POL_EVENTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_RINGBUF); \
+		__uint(max_entries, 262144); \
+	} pol_events SEC(".maps")
 
 #endif /* WEIR_MAPS_H */

@@ -32,6 +32,7 @@
 
 /* IP protocol numbers / IPv6 next-header values. */
 #define WEIR_IPPROTO_HOPOPTS 0
+#define WEIR_IPPROTO_ICMP 1
 #define WEIR_IPPROTO_TCP 6
 #define WEIR_IPPROTO_UDP 17
 #define WEIR_IPPROTO_ROUTING 43

@@ -8,5 +8,6 @@ mod fastpath;
 mod lb;
 mod lifecycle;
 mod loader;
+mod policy;
 mod prefilter;
 mod prefilter_prog;

@@ -45,10 +45,10 @@ mod tests;
 
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
-    has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config,
-    Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude, Origin, Policy, PortRange,
-    Prefilter, Remote, RemoteTarget, Role, Rule, RuleAction, Service, XdpMode, DEFAULT_FAILSAFE_IN,
-    PROTO_NAMES,
+    has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError,
+    ClassifierCapacity, Config, Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude,
+    Origin, Policy, PortRange, Prefilter, Remote, RemoteTarget, Role, Rule, RuleAction, Service,
+    XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

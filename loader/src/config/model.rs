@@ -42,6 +42,10 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `lb capacity`: the sizes of the load-balancing maps.
     pub lb_capacity: LbCapacity,
+    /// `conntrack capacity entries=N`: flows the policy's conntrack table holds.
+    pub conntrack_capacity: u32,
+    /// `classifier capacity`: the sizes of the policy classifier's tables (per bank).
+    pub classifier_capacity: ClassifierCapacity,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
@@ -60,6 +64,8 @@ impl Default for Config {
             policies: Vec::new(),
             rules: Vec::new(),
             lb_capacity: LbCapacity::default(),
+            conntrack_capacity: maps_schema::pol::DEFAULT_CT_ENTRIES,
+            classifier_capacity: ClassifierCapacity::default(),
             source: String::new(),
         }
     }
@@ -126,6 +132,8 @@ impl Config {
             && same_services
             && exclude_paths(self) == exclude_paths(other)
             && self.lb_capacity == other.lb_capacity
+            && self.conntrack_capacity == other.conntrack_capacity
+            && self.classifier_capacity == other.classifier_capacity
             && self.same_policy(other)
     }
 
@@ -579,6 +587,35 @@ impl Default for LbCapacity {
             services: maps_schema::lb::DEFAULT_SERVICES,
             backends: maps_schema::lb::DEFAULT_BACKENDS,
             slots: maps_schema::lb::DEFAULT_SLOTS,
+        }
+    }
+}
+
+/// `classifier capacity rule-sets=N chunks=N bitmaps=N`: how much each of the two banks of the
+/// policy classifier holds (distinct rule sets, 64-byte table chunks, 32-byte rule bitmaps).
+/// The maps are arrays, allocated in full: twice these sizes (and, per rule set, 6 KiB of root
+/// slots and 3 KiB of rule slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifierCapacity {
+    /// Distinct rule sets (endpoints with identical rule lists share one).
+    pub rule_sets: u32,
+    /// Table chunks below the 256-slot roots.
+    pub chunks: u32,
+    /// Distinct rule bitmaps.
+    pub bitmaps: u32,
+}
+
+impl ClassifierCapacity {
+    /// The largest `rule-sets=` accepted (the root map has 2 × 1536 slots per rule set).
+    pub const MAX_RULE_SETS: u32 = 65_536;
+}
+
+impl Default for ClassifierCapacity {
+    fn default() -> Self {
+        Self {
+            rule_sets: maps_schema::pol::DEFAULT_RULE_SETS,
+            chunks: maps_schema::pol::DEFAULT_CHUNKS,
+            bitmaps: maps_schema::pol::DEFAULT_BITMAPS,
         }
     }
 }

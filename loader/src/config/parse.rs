@@ -126,6 +126,22 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         apply: service::lb_capacity,
     },
     StatementSpec {
+        keyword: "conntrack capacity",
+        usage: "conntrack capacity entries=N",
+        args: &[],
+        rest: None,
+        options: &["entries"],
+        apply: policy::conntrack_capacity,
+    },
+    StatementSpec {
+        keyword: "classifier capacity",
+        usage: "classifier capacity [rule-sets=N] [chunks=N] [bitmaps=N]",
+        args: &[],
+        rest: None,
+        options: &["rule-sets", "chunks", "bitmaps"],
+        apply: policy::classifier_capacity,
+    },
+    StatementSpec {
         keyword: "ipset",
         usage: "ipset NAME CIDR-OR-ADDRESS...",
         args: &[
@@ -870,6 +886,8 @@ mod tests {
                 "failsafe",
                 "service",
                 "lb",
+                "conntrack",
+                "classifier",
                 "ipset",
                 "ipset-file",
                 "policy",

@@ -46,6 +46,61 @@ pub(crate) struct PolicyState {
     rules: Vec<PendingRule>,
     /// Every `set:NAME` a rule names.
     set_refs: Vec<Reference>,
+    /// Line of the `conntrack capacity` statement.
+    conntrack_line: Option<u32>,
+    /// Line of the `classifier capacity` statement.
+    classifier_line: Option<u32>,
+}
+
+/// `conntrack capacity entries=N`.
+pub(crate) fn conntrack_capacity(
+    statement: &Statement,
+    builder: &mut Builder,
+    sink: &mut Sink<'_>,
+) {
+    super::prefilter::capacity_statement(
+        statement,
+        sink,
+        &mut builder.policy.conntrack_line,
+        &mut [(
+            "entries",
+            &mut builder.config.conntrack_capacity,
+            maps_schema::pol::DEFAULT_CT_ENTRIES,
+        )],
+    );
+}
+
+/// `classifier capacity [rule-sets=N] [chunks=N] [bitmaps=N]`.
+pub(crate) fn classifier_capacity(
+    statement: &Statement,
+    builder: &mut Builder,
+    sink: &mut Sink<'_>,
+) {
+    let d = super::model::ClassifierCapacity::default();
+    let cap = &mut builder.config.classifier_capacity;
+    super::prefilter::capacity_statement(
+        statement,
+        sink,
+        &mut builder.policy.classifier_line,
+        &mut [
+            ("rule-sets", &mut cap.rule_sets, d.rule_sets),
+            ("chunks", &mut cap.chunks, d.chunks),
+            ("bitmaps", &mut cap.bitmaps, d.bitmaps),
+        ],
+    );
+    if cap.rule_sets > super::model::ClassifierCapacity::MAX_RULE_SETS {
+        if let Some(o) = statement.option("rule-sets") {
+            sink.error(
+                o.value.span,
+                format!("capacity {} for 'rule-sets' is out of range", cap.rule_sets),
+                Some(format!(
+                    "a number of rule sets from 1 to {}",
+                    super::model::ClassifierCapacity::MAX_RULE_SETS
+                )),
+            );
+        }
+        cap.rule_sets = d.rule_sets;
+    }
 }
 
 /// Where a rule named its policy and direction, for errors found after the last line.

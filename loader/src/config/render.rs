@@ -121,6 +121,21 @@ pub fn render_config(config: &Config) -> String {
             cap.services, cap.backends, cap.slots
         );
     }
+    if config.conntrack_capacity != maps_schema::pol::DEFAULT_CT_ENTRIES {
+        let _ = writeln!(
+            out,
+            "conntrack capacity entries={}",
+            config.conntrack_capacity
+        );
+    }
+    let cc = config.classifier_capacity;
+    if cc != crate::config::ClassifierCapacity::default() {
+        let _ = writeln!(
+            out,
+            "classifier capacity rule-sets={} chunks={} bitmaps={}",
+            cc.rule_sets, cc.chunks, cc.bitmaps
+        );
+    }
     render_policy(config, &mut out);
     out
 }

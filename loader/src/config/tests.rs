@@ -170,7 +170,7 @@ fn unknown_statement_with_suggestion() {
     assert_eq!(d.message, "unknown statement 'interfce'");
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
          ipset, ipset-file, policy, rule (did you mean 'interface'?)"
     );
     assert!(hint(&one_error("pindir /x")).ends_with("(did you mean 'pin-dir'?)"));
@@ -182,7 +182,7 @@ fn unknown_statement_without_suggestion() {
     assert_eq!(at(&d), (1, 4, 5));
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
          ipset, ipset-file, policy, rule"
     );
 }
@@ -1020,7 +1020,7 @@ fn prefilter_family_errors() {
     );
     assert_eq!(
         hint(&one_error("prefiltr deny 1.2.3.4")),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
          ipset, ipset-file, policy, rule \
          (did you mean 'prefilter'?)"
     );
@@ -2242,4 +2242,32 @@ fn files_every_user_may_write_are_refused() {
         d.message
     );
     assert_eq!(hint(d), format!("run `chmod o-w {}`", conf.display()));
+}
+
+#[test]
+fn conntrack_and_classifier_capacity() {
+    let c = ok("conntrack capacity entries=1000\nclassifier capacity rule-sets=8 bitmaps=100\n");
+    assert_eq!(c.conntrack_capacity, 1000);
+    assert_eq!(
+        (
+            c.classifier_capacity.rule_sets,
+            c.classifier_capacity.chunks,
+            c.classifier_capacity.bitmaps
+        ),
+        (8, maps_schema::pol::DEFAULT_CHUNKS, 100)
+    );
+    let text = render_config(&c);
+    assert!(text.contains("conntrack capacity entries=1000\n"), "{text}");
+    assert!(
+        text.contains("classifier capacity rule-sets=8 chunks=32768 bitmaps=100\n"),
+        "{text}"
+    );
+    assert!(ok(&text).eq_ignoring_spans(&c));
+    assert_eq!(
+        one_error("conntrack capacity").message,
+        "'conntrack capacity' needs entries=N"
+    );
+    assert!(one_error("classifier capacity rule-sets=100000")
+        .message
+        .contains("out of range"));
 }

@@ -82,6 +82,7 @@
 pub mod bitmap;
 pub mod classifier;
 pub mod compile;
+pub mod kernel;
 pub mod prefix;
 pub mod ruleset;
 #[cfg(test)]

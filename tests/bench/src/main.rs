@@ -5,6 +5,7 @@
 //! cargo run --release -p weir-bench -- b1 [--rounds N] [--scales 10,100,1000,10000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b3 [--rounds N] [--scales 1,100,1000,10000,30000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
+//! cargo run --release -p weir-bench -- b6 [--rounds N] [--seconds N] [--no-write]
 //! ```
 //!
 //! It needs root (it loads BPF programs into network namespaces and a cgroup it creates), installs
@@ -16,6 +17,7 @@
 mod b1;
 mod b3;
 mod b5;
+mod b6;
 mod env;
 mod flags;
 mod kstate;
@@ -40,6 +42,9 @@ Benchmarks:
        nftables (vmap) layouts, a direct connect to the backend (the floor)
   b5   loader cold load+attach of everything, binary size, peak RSS;
        competitor: the same objects loaded with bpftool + ip + tc
+  b6   throughput and CPU per Gbit (iperf3, TCP and UDP) over a routed veth node:
+       weir's fast path on and off; competitors: plain forwarding, an iptables
+       FORWARD chain (conntrack first, per-endpoint chains)
 
 Options of b1:
   --rounds N        interleaved timed rounds (default 11, at least 7)
@@ -65,6 +70,11 @@ Options of b5:
   --rss-rounds N   untimed rounds measuring peak RSS and CPU time per command (default 3)
   --weir PATH      use this weir binary instead of building the static musl one
   --no-write       print the section but leave BENCHMARKS.md alone
+
+Options of b6:
+  --rounds N        interleaved timed rounds (default 7, at least 7)
+  --seconds N       seconds per iperf3 measurement (default 3)
+  --no-write        print the section but leave BENCHMARKS.md alone
 
 Runs as root. Exit codes: 0 done, 1 error, 2 usage error.
 ";
@@ -97,6 +107,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weir-bench b5: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        Some("b6") => match b6::Options::parse(&args[1..]) {
+            Ok(opts) => match b6::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b6: error: {e}");
                     ExitCode::from(1)
                 }
             },
