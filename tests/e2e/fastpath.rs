@@ -394,3 +394,99 @@ fn expiring_and_too_big_packets_take_the_normal_path() {
     // What fits still goes through.
     ping_ok(&t.out, "198.18.2.2", 3);
 }
+
+/// A TCP connect from namespace `from`: whether it was accepted within a second.
+fn connects(t: &Topo, from: &str, server_ns: &str, to: SocketAddr) -> bool {
+    let listener = t
+        .node
+        .run_in(server_ns, || TcpListener::bind(to))
+        .expect("server netns")
+        .expect("listen");
+    let ok = t
+        .node
+        .run_in(from, || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok()
+        })
+        .expect("client netns");
+    drop(listener);
+    ok
+}
+
+fn stat(st: &Status, name: &str) -> u64 {
+    st.policy_stats
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, c)| c.packets)
+}
+
+#[test]
+fn policy_runs_before_the_fast_path_and_its_denies_still_deny() {
+    let t = Topo::new();
+    let n = &t.node;
+    let cfg = |fp: &str| {
+        format!(
+        "interface {h1} role=workload xdp=off addrs={w1v4},{w1v6} labels=app:client fastpath={fp}\n\
+         interface {h2} role=workload xdp=off addrs={w2v4},{w2v6} labels=app:db fastpath={fp}\n\
+         interface {ho} xdp=off fastpath={fp}\n\
+         policy db selector=\"app == 'db'\"\n\
+         rule db ingress allow proto=tcp dport=5432 remote=198.18.1.0/24,2001:db8:1::/64\n\
+         rule db ingress allow proto=icmp icmp-type=8\n\
+         rule db ingress allow proto=icmpv6 icmp-type=128\n",
+        h1 = t.h1,
+        h2 = t.h2,
+        ho = t.ho,
+        w1v4 = n.w1.v4,
+        w1v6 = n.w1.v6,
+        w2v4 = n.w2.v4,
+        w2v6 = n.w2.v6,
+    )
+    };
+    let path = std::env::temp_dir().join(format!("{}-policy.conf", t.host));
+    std::fs::write(&path, cfg("on")).expect("config");
+    ok(t.weir(&["load", "--config", &path.to_string_lossy()]));
+    warm_up(&t);
+    t.zero_forwarded();
+    let before = t.status();
+
+    let w2 = |ip: IpAddr, port| SocketAddr::new(ip, port);
+    // Allowed by the db policy: through the fast path, replies by conntrack.
+    tcp_echo(&t.w1, &t.w2, w2(n.w2.v4.into(), 5432), 100_000);
+    tcp_echo(&t.w1, &t.w2, w2(n.w2.v6.into(), 5432), 100_000);
+    ping_ok(&t.w1, &n.w2.v4.to_string(), 3);
+    ping_ok(&t.out, &n.w2.v6.to_string(), 3);
+    assert_eq!(t.forwarded(), 0, "allowed traffic left the fast path");
+    let mid = t.status();
+    assert!(
+        packets_of(&mid, &t.h2, "fastpath-in") > packets_of(&before, &t.h2, "fastpath-in"),
+        "nothing took the fast path into db:\n{mid}"
+    );
+
+    // Denied by it: another port, or the right port from outside the allowed network. The
+    // packets are dropped where the fast path judged them, never delivered.
+    for (from, to) in [
+        (&t.w1, w2(n.w2.v4.into(), 5433)),
+        (&t.w1, w2(n.w2.v6.into(), 5433)),
+        (&t.out, w2(n.w2.v4.into(), 5432)),
+        (&t.out, w2(n.w2.v6.into(), 5432)),
+    ] {
+        assert!(!connects(&t, from, &t.w2, to), "{from} reached {to}");
+    }
+    let after = t.status();
+    assert!(
+        stat(&after, "denied-by-default") > stat(&mid, "denied-by-default"),
+        "the denies were not counted:\n{after}"
+    );
+    // The same flows with the fast path off are denied too (at the veth's own hook).
+    std::fs::write(&path, cfg("off")).expect("config");
+    ok(t.weir(&["apply", &path.to_string_lossy()]));
+    let _ = std::fs::remove_file(&path);
+    for (from, to) in [
+        (&t.w1, w2(n.w2.v4.into(), 5433)),
+        (&t.out, w2(n.w2.v4.into(), 5432)),
+    ] {
+        assert!(
+            !connects(&t, from, &t.w2, to),
+            "fastpath=off: {from} reached {to}"
+        );
+    }
+}
