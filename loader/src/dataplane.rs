@@ -20,6 +20,7 @@ use crate::embedded;
 use crate::error::Error;
 use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
+use crate::mesh::{self, MeshChange};
 use crate::object::{self, LoadedProgram, VerifiedObject};
 use crate::prefilter::{self, PrefilterChange};
 use crate::sys::{bpf, bpffs};
@@ -65,6 +66,8 @@ pub struct LoadReport {
     pub prefilter: PrefilterChange,
     /// What changed in the load-balancing maps (services, backends, exclusions).
     pub lb: LbChange,
+    /// What changed in the service-mesh maps.
+    pub mesh: MeshChange,
 }
 
 impl LoadReport {
@@ -73,6 +76,7 @@ impl LoadReport {
         self.maps_created.is_empty()
             && self.prefilter.is_noop()
             && self.lb.is_noop()
+            && self.mesh.is_noop()
             && self
                 .attachments
                 .iter()
@@ -109,6 +113,9 @@ impl fmt::Display for LoadReport {
         if !self.lb.is_noop() {
             writeln!(f, "{}", self.lb)?;
         }
+        if !self.mesh.is_noop() {
+            writeln!(f, "{}", self.mesh)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
@@ -123,12 +130,14 @@ pub struct ApplyReport {
     pub prefilter: PrefilterChange,
     /// The load-balancing maps.
     pub lb: LbChange,
+    /// The service-mesh maps.
+    pub mesh: MeshChange,
 }
 
 impl ApplyReport {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.prefilter.is_noop() && self.lb.is_noop()
+        self.prefilter.is_noop() && self.lb.is_noop() && self.mesh.is_noop()
     }
 }
 
@@ -140,6 +149,9 @@ impl fmt::Display for ApplyReport {
         }
         if !self.lb.is_noop() {
             lines.push(self.lb.to_string());
+        }
+        if !self.mesh.is_noop() {
+            lines.push(self.mesh.to_string());
         }
         f.write_str(&lines.join("\n"))
     }
@@ -232,14 +244,22 @@ impl Dataplane {
         }
         // Services without a cgroup statement balance the whole machine: the cgroup v2 root,
         // named "/" (pinned as `connect4@%2F`: an empty pin target would not parse back).
-        let root = (cfg.cgroups.is_empty() && !cfg.services.is_empty()).then(|| {
+        // Meshes too: their programs run beside the balancer's, on the same cgroups.
+        let connect_time = !cfg.services.is_empty() || !cfg.meshes.is_empty();
+        let root = (cfg.cgroups.is_empty() && connect_time).then(|| {
             log::warn!(
-                "services without a cgroup statement: every process on the machine is balanced \
-                 (cgroup v2 root)"
+                "services or meshes without a cgroup statement: the connect-time programs \
+                 attach at the cgroup v2 root and run for every process on the machine"
             );
+            let first = cfg
+                .services
+                .iter()
+                .map(|s| s.span.line)
+                .chain(cfg.meshes.iter().map(|m| m.span.line))
+                .min();
             (
                 "/".to_owned(),
-                cfg.services.first().map_or(0, |s| s.span.line),
+                first.unwrap_or(0),
                 crate::config::AttachPolicy::Auto,
             )
         });
@@ -260,6 +280,22 @@ impl Dataplane {
                     line,
                     Desired {
                         point: AttachPoint::Cgroup {
+                            cgroup: path.clone(),
+                            hook: *hook,
+                        },
+                        program: (*program).into(),
+                        policy,
+                    },
+                ));
+            }
+            if cfg.meshes.is_empty() {
+                continue;
+            }
+            for (program, hook) in embedded::PROGS_MESH {
+                out.push((
+                    line,
+                    Desired {
+                        point: AttachPoint::Mesh {
                             cgroup: path.clone(),
                             hook: *hook,
                         },
@@ -368,6 +404,13 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        report.mesh = match mesh::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
         if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
             log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
@@ -452,7 +495,7 @@ impl Dataplane {
         self.apply_report(cfg).map(|r| r.prefilter)
     }
 
-    /// Updates map contents from `cfg` (prefilter and load balancing) without attaching or
+    /// Updates map contents from `cfg` (prefilter, load balancing, mesh) without attaching or
     /// detaching anything. A failure puts back every entry this call wrote.
     ///
     /// # Errors
@@ -483,11 +526,23 @@ impl Dataplane {
                 self.pin_dir.display()
             )));
         }
+        // The mesh programs attach only at `weir load`; their maps may outlive them (pinned).
+        let mesh_attached = list_dir(&self.pin_dir.join(LINKS_DIR))?
+            .iter()
+            .any(|n| n.starts_with("mesh-"));
+        if !cfg.meshes.is_empty() && (maps.get(mesh::MAP_CGROUPS).is_none() || !mesh_attached) {
+            return Err(Error::Environment(format!(
+                "the config meshes cgroups but the mesh programs are not loaded at {} \
+                 (the loaded config had no mesh statement): run `weir load` first",
+                self.pin_dir.display()
+            )));
+        }
         let mut writes = Undo::default();
         let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
             Ok(ApplyReport {
                 prefilter,
                 lb: lb::apply(&maps, cfg, &mut writes)?,
+                mesh: mesh::apply(&maps, cfg, &mut writes)?,
             })
         });
         if result.is_err() {

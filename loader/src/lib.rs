@@ -30,6 +30,7 @@ pub mod embedded;
 pub mod error;
 pub mod lb;
 pub mod maps;
+pub mod mesh;
 pub mod object;
 pub mod prefilter;
 pub mod sandbox;

@@ -7,5 +7,6 @@ mod common;
 mod lb;
 mod lifecycle;
 mod loader;
+mod mesh;
 mod prefilter;
 mod prefilter_prog;

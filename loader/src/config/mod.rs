@@ -14,18 +14,20 @@
 //! failsafe in tcp/22 udp/68
 //! service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080 affinity=30
 //! lb exclude mesh/sidecars
+//! mesh pods/web proxy-port=15001 proxy-cgroup=pods/web/envoy
 //! ```
 //!
 //! Layers, bottom up: `lexer` (a line → words and options, with line:column spans),
 //! `syntax` (words → a generic *statement*: keyword + args + options), `parse` (a table of
 //! statements, shape checks, typed handlers that build the [`Config`]; `prefilter` holds the
 //! `prefilter …` and `failsafe in` handlers and the deny-list file reader, `service` the `service`
-//! and `lb exclude` handlers). Every error becomes a
+//! and `lb exclude` handlers, `mesh` the `mesh` handler). Every error becomes a
 //! [`Diagnostic`]; the parser reports all of them and never panics. [`render_config`] prints the
 //! canonical form back.
 
 mod diag;
 mod lexer;
+mod mesh;
 mod model;
 mod parse;
 mod prefilter;
@@ -39,7 +41,7 @@ mod tests;
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
     AttachPolicy, Backend, CgroupAttach, Cidr, CidrError, Config, Interface, L4Proto, LbCapacity,
-    LbExclude, Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
+    LbExclude, Mesh, Origin, PortRange, Prefilter, Role, Service, XdpMode, DEFAULT_FAILSAFE_IN,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::diag::{show, ConfigError, Diagnostic, Sink, Span};
 use super::lexer::{lex_line, Opt, Word};
+use super::mesh::{self, MeshState};
 use super::model::{AttachPolicy, CgroupAttach, Config, Interface, Role, XdpMode};
 use super::prefilter::{self, PrefilterState};
 use super::service::{self, ServiceState};
@@ -123,6 +124,15 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         options: &["services", "backends", "slots"],
         apply: service::lb_capacity,
     },
+    StatementSpec {
+        keyword: "mesh",
+        usage: "mesh CGROUP-PATH proxy-port=PORT [proxy-cgroup=PATH] [proxy-uid=UID] \
+                [exclude-ports=PORT|LOW-HIGH,...]",
+        args: &["the meshed cgroup's path (relative to the cgroup2 mount)"],
+        rest: None,
+        options: &["proxy-port", "proxy-cgroup", "proxy-uid", "exclude-ports"],
+        apply: mesh::mesh,
+    },
 ];
 
 /// The config under construction plus what duplicate checks need.
@@ -139,6 +149,7 @@ pub(crate) struct Builder {
     cgroup_lines: HashMap<String, u32>,
     pub(super) prefilter: PrefilterState,
     pub(super) lb: ServiceState,
+    pub(super) mesh: MeshState,
 }
 
 /// The permission bits of `path` when it is a regular file every user may write (a file weir
@@ -178,6 +189,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         cgroup_lines: HashMap::new(),
         prefilter: PrefilterState::default(),
         lb: ServiceState::default(),
+        mesh: MeshState::default(),
     };
     for (index, raw) in text.split('\n').enumerate() {
         if sink.is_full() {
@@ -189,6 +201,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         parse_line(line, line_no, &mut builder, &mut sink);
     }
     prefilter::finish(&mut builder, &mut sink);
+    mesh::finish(&mut builder, &mut sink);
     if sink.count() > 0 {
         log::debug!("config {source}: {} error(s)", sink.count());
         return Err(ConfigError {
@@ -778,7 +791,8 @@ mod tests {
                 "prefilter",
                 "failsafe",
                 "service",
-                "lb"
+                "lb",
+                "mesh"
             ]
         );
     }

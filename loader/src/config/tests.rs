@@ -153,7 +153,7 @@ fn unknown_statement_with_suggestion() {
     assert_eq!(d.message, "unknown statement 'interfce'");
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh \
          (did you mean 'interface'?)"
     );
     assert!(hint(&one_error("pindir /x")).ends_with("(did you mean 'pin-dir'?)"));
@@ -165,7 +165,7 @@ fn unknown_statement_without_suggestion() {
     assert_eq!(at(&d), (1, 4, 5));
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb"
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh"
     );
 }
 
@@ -967,7 +967,7 @@ fn prefilter_family_errors() {
     );
     assert_eq!(
         hint(&one_error("prefiltr deny 1.2.3.4")),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh \
          (did you mean 'prefilter'?)"
     );
     // Extra arguments name the two-word keyword.

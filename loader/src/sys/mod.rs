@@ -9,3 +9,4 @@ pub mod cgroup;
 pub(crate) mod fake;
 pub mod netlink;
 pub mod netns;
+pub mod sockopt;
