@@ -5,9 +5,10 @@
  * connect4/6 and sendmsg4/6 look the destination up in lb_services; a service's destination
  * (its VIP) is rewritten to a backend picked at random by weight (a random slot of the
  * service's lb_slots table), or the one the client's network namespace used last when the
- * service has affinity. The original VIP is remembered in lb_revnat under the socket's
- * cookie and the backend address, so recvmsg4/6 (UDP replies) and getpeername4/6 report the
- * VIP again. No packet is ever translated: only the socket's idea of its peer.
+ * service has affinity. The original VIP is remembered (in the socket's own storage,
+ * lb_sock, for connected sockets; in the lb_revnat LRU under the socket's cookie and the
+ * backend address for unconnected UDP), so recvmsg4/6 (UDP replies) and getpeername4/6
+ * report the VIP again. No packet is ever translated: only the socket's idea of its peer.
  *
  * Addresses are handled as 16 bytes throughout, IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d):
  * a v4-mapped destination on an IPv6 socket (connect6) then matches the IPv4 service and gets
@@ -26,6 +27,7 @@ WEIR_DEFINE_MAP_LB_SERVICES;
 WEIR_DEFINE_MAP_LB_SLOTS;
 WEIR_DEFINE_MAP_LB_BACKENDS;
 WEIR_DEFINE_MAP_LB_REVNAT;
+WEIR_DEFINE_MAP_LB_SOCK;
 WEIR_DEFINE_MAP_LB_AFFINITY;
 WEIR_DEFINE_MAP_LB_EXCLUDE;
 WEIR_DEFINE_MAP_LB_STATS;
@@ -141,10 +143,29 @@ static __always_inline int lb_pick(void *ctx, const struct weir_lb_svc_key *key,
 	return LB_REWRITE;
 }
 
-/* Remembers that this socket's `be` stands for the VIP `vip`, for recvmsg and getpeername. */
-static __always_inline void lb_remember(void *ctx, const struct weir_lb_backend *be,
-					const struct weir_lb_svc_key *vip)
+/*
+ * Remembers that this socket's `be` stands for the VIP `vip`, for recvmsg and getpeername.
+ * A connected socket (connect: TCP, connected UDP) has one peer, kept in its own socket
+ * storage: freed with the socket, never evicted, so lookups stay cheap however many sockets
+ * are open. An unconnected UDP socket may send to many VIPs: those go to the lb_revnat LRU.
+ */
+static __always_inline void lb_remember(struct bpf_sock_addr *ctx,
+					const struct weir_lb_backend *be,
+					const struct weir_lb_svc_key *vip, int connected)
 {
+	if (connected) {
+		struct weir_lb_sock *s =
+			bpf_sk_storage_get(&lb_sock, ctx->sk, (void *)0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (s) {
+			__builtin_memcpy(s->backend_addr, be->addr, 16);
+			__builtin_memcpy(s->vip_addr, vip->addr, 16);
+			s->backend_port = be->port;
+			s->vip_port = vip->port;
+		}
+		return;
+	}
+
 	struct weir_lb_revnat_key k = {};
 	struct weir_lb_revnat v = {};
 
@@ -156,132 +177,127 @@ static __always_inline void lb_remember(void *ctx, const struct weir_lb_backend 
 	bpf_map_update_elem(&lb_revnat, &k, &v, BPF_ANY);
 }
 
-/* connect4 / sendmsg4: the destination is user_ip4 (IPv4 socket, or v4-mapped on IPv6 UDP). */
-static __always_inline int lb_forward4(struct bpf_sock_addr *ctx)
+/* A socket re-connected to a non-service address must not keep reporting an old VIP. */
+static __always_inline void lb_forget(struct bpf_sock_addr *ctx, int connected)
+{
+	if (connected && bpf_sk_storage_get(&lb_sock, ctx->sk, (void *)0, 0))
+		bpf_sk_storage_delete(&lb_sock, ctx->sk);
+}
+
+/* The destination as 16 bytes: user_ip6 for v6 hooks, user_ip4 v4-mapped for v4 hooks. */
+static __always_inline void dest_read(struct bpf_sock_addr *ctx, int is6, __u8 out[16])
+{
+	if (is6) {
+		__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
+			       ctx->user_ip6[3] };
+
+		__builtin_memcpy(out, w, 16);
+	} else {
+		v4_mapped(out, ctx->user_ip4);
+	}
+}
+
+static __always_inline void dest_write(struct bpf_sock_addr *ctx, int is6, const __u8 addr[16],
+				       __u16 port)
+{
+	if (is6) {
+		__u32 w[4];
+
+		__builtin_memcpy(w, addr, 16);
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	} else {
+		__u32 ip4;
+
+		__builtin_memcpy(&ip4, addr + 12, 4);
+		ctx->user_ip4 = ip4;
+	}
+	ctx->user_port = port;
+}
+
+/*
+ * connect and sendmsg. v4 hooks see IPv4 sockets (and v4-mapped destinations of IPv6 UDP
+ * sockets); v6 hooks see IPv6 destinations and v4-mapped ones, balanced as IPv4. `is6` and
+ * `connected` are constants per program, so each program keeps only its own context accesses.
+ */
+static __always_inline int lb_forward(struct bpf_sock_addr *ctx, int is6, int connected)
 {
 	struct weir_lb_svc_key key = {};
 	struct weir_lb_backend be;
-	__u32 ip4;
 	int verdict;
 
-	v4_mapped(key.addr, ctx->user_ip4);
+	dest_read(ctx, is6, key.addr);
 	key.port = (__u16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
 	verdict = lb_pick(ctx, &key, &be);
-	if (verdict == LB_PASS)
+	if (verdict == LB_PASS) {
+		lb_forget(ctx, connected);
 		return SOCK_ADDR_ALLOW;
+	}
 	if (verdict == LB_REFUSE) {
 		bpf_set_retval(-WEIR_ECONNREFUSED);
 		return SOCK_ADDR_FAIL;
 	}
-	__builtin_memcpy(&ip4, be.addr + 12, 4);
-	ctx->user_ip4 = ip4;
-	ctx->user_port = be.port;
-	lb_remember(ctx, &be, &key);
+	dest_write(ctx, is6, be.addr, be.port);
+	lb_remember(ctx, &be, &key, connected);
 	return SOCK_ADDR_ALLOW;
 }
 
-/* connect6 / sendmsg6: IPv6 destinations, and v4-mapped ones balanced as IPv4. */
-static __always_inline int lb_forward6(struct bpf_sock_addr *ctx)
+/*
+ * recvmsg / getpeername: a backend address this socket was connected or sent to becomes its
+ * VIP again. The socket's own storage answers for its connected peer; the LRU for what an
+ * unconnected UDP socket sent (and for sockets connected before an upgrade from a weir that
+ * kept every socket there).
+ */
+static __always_inline void lb_reverse(struct bpf_sock_addr *ctx, int is6)
 {
-	struct weir_lb_svc_key key = {};
-	struct weir_lb_backend be;
-	__u32 w[4];
-	int verdict;
+	struct weir_lb_revnat_key k = {};
+	struct weir_lb_sock *s;
 
-	w[0] = ctx->user_ip6[0];
-	w[1] = ctx->user_ip6[1];
-	w[2] = ctx->user_ip6[2];
-	w[3] = ctx->user_ip6[3];
-	__builtin_memcpy(key.addr, w, 16);
-	key.port = (__u16)ctx->user_port;
-	key.proto = (__u8)ctx->protocol;
-	verdict = lb_pick(ctx, &key, &be);
-	if (verdict == LB_PASS)
-		return SOCK_ADDR_ALLOW;
-	if (verdict == LB_REFUSE) {
-		bpf_set_retval(-WEIR_ECONNREFUSED);
-		return SOCK_ADDR_FAIL;
+	dest_read(ctx, is6, k.addr);
+	k.port = (__u16)ctx->user_port;
+	s = bpf_sk_storage_get(&lb_sock, ctx->sk, (void *)0, 0);
+	if (s && s->backend_port == k.port &&
+	    __builtin_memcmp(s->backend_addr, k.addr, 16) == 0) {
+		dest_write(ctx, is6, s->vip_addr, s->vip_port);
+		return;
 	}
-	__builtin_memcpy(w, be.addr, 16);
-	ctx->user_ip6[0] = w[0];
-	ctx->user_ip6[1] = w[1];
-	ctx->user_ip6[2] = w[2];
-	ctx->user_ip6[3] = w[3];
-	ctx->user_port = be.port;
-	lb_remember(ctx, &be, &key);
-	return SOCK_ADDR_ALLOW;
-}
-
-/* recvmsg4 / getpeername4: a backend address this socket was sent to becomes its VIP again. */
-static __always_inline void lb_reverse4(struct bpf_sock_addr *ctx)
-{
-	struct weir_lb_revnat_key k = {};
 	struct weir_lb_revnat *v;
-	__u32 ip4;
 
 	k.cookie = bpf_get_socket_cookie(ctx);
-	v4_mapped(k.addr, ctx->user_ip4);
-	k.port = (__u16)ctx->user_port;
 	v = bpf_map_lookup_elem(&lb_revnat, &k);
-	if (!v)
-		return;
-	__builtin_memcpy(&ip4, v->addr + 12, 4);
-	ctx->user_ip4 = ip4;
-	ctx->user_port = v->port;
-}
-
-/* recvmsg6 / getpeername6 (v4-mapped peers included). */
-static __always_inline void lb_reverse6(struct bpf_sock_addr *ctx)
-{
-	struct weir_lb_revnat_key k = {};
-	struct weir_lb_revnat *v;
-	__u32 w[4];
-
-	k.cookie = bpf_get_socket_cookie(ctx);
-	w[0] = ctx->user_ip6[0];
-	w[1] = ctx->user_ip6[1];
-	w[2] = ctx->user_ip6[2];
-	w[3] = ctx->user_ip6[3];
-	__builtin_memcpy(k.addr, w, 16);
-	k.port = (__u16)ctx->user_port;
-	v = bpf_map_lookup_elem(&lb_revnat, &k);
-	if (!v)
-		return;
-	__builtin_memcpy(w, v->addr, 16);
-	ctx->user_ip6[0] = w[0];
-	ctx->user_ip6[1] = w[1];
-	ctx->user_ip6[2] = w[2];
-	ctx->user_ip6[3] = w[3];
-	ctx->user_port = v->port;
+	if (v)
+		dest_write(ctx, is6, v->addr, v->port);
 }
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_CONNECT4);
-	return lb_forward4(ctx);
+	return lb_forward(ctx, 0, 1);
 }
 
 SEC("cgroup/connect6")
 int sock_connect6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_CONNECT6);
-	return lb_forward6(ctx);
+	return lb_forward(ctx, 1, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_SENDMSG4);
-	return lb_forward4(ctx);
+	return lb_forward(ctx, 0, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int sock_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_SENDMSG6);
-	return lb_forward6(ctx);
+	return lb_forward(ctx, 1, 0);
 }
 
 /* recvmsg and getpeername cannot fail the call: the verifier only accepts a return of 1. */
@@ -289,7 +305,7 @@ SEC("cgroup/recvmsg4")
 int sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG4);
-	lb_reverse4(ctx);
+	lb_reverse(ctx, 0);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -297,7 +313,7 @@ SEC("cgroup/recvmsg6")
 int sock_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_RECVMSG6);
-	lb_reverse6(ctx);
+	lb_reverse(ctx, 1);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -305,7 +321,7 @@ SEC("cgroup/getpeername4")
 int sock_getpeername4(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME4);
-	lb_reverse4(ctx);
+	lb_reverse(ctx, 0);
 	return SOCK_ADDR_ALLOW;
 }
 
@@ -313,7 +329,7 @@ SEC("cgroup/getpeername6")
 int sock_getpeername6(struct bpf_sock_addr *ctx)
 {
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_GETPEERNAME6);
-	lb_reverse6(ctx);
+	lb_reverse(ctx, 1);
 	return SOCK_ADDR_ALLOW;
 }
 

@@ -38,6 +38,7 @@
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LRU_PERCPU_HASH 10
 #define BPF_MAP_TYPE_LPM_TRIE 11
+#define BPF_MAP_TYPE_SK_STORAGE 24
 #define BPF_MAP_TYPE_RINGBUF 27
 
 /* Map creation flags. */
@@ -73,6 +74,17 @@ static __u32 (*const bpf_get_prandom_u32)(void) = (void *)7;
  * Program types pass their own context (cgroup sock_addr: struct bpf_sock_addr *).
  */
 static __u64 (*const bpf_get_socket_cookie)(void *ctx) = (void *)46;
+
+/*
+ * 107: the socket's value in a BPF_MAP_TYPE_SK_STORAGE map, created zeroed when flags has
+ * BPF_SK_STORAGE_GET_F_CREATE; NULL when absent (or on failure to create).
+ */
+static void *(*const bpf_sk_storage_get)(void *map, void *sk, void *value,
+					 __u64 flags) = (void *)107;
+#define BPF_SK_STORAGE_GET_F_CREATE (1ULL << 0)
+
+/* 108: drops the socket's value from a BPF_MAP_TYPE_SK_STORAGE map; 0 or -ENOENT. */
+static long (*const bpf_sk_storage_delete)(void *map, void *sk) = (void *)108;
 
 /* 122: the cookie of the network namespace of the context's socket (sock_addr: its ctx). */
 static __u64 (*const bpf_get_netns_cookie)(void *ctx) = (void *)122;

@@ -255,76 +255,95 @@ pub fn sync_set(
     };
 
     // Deletions first, so the additions always have room.
-    for chunk in removals.chunks(BATCH) {
-        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
-        match bpf::map_delete_batch(fd, &keys, chunk.len() as u32) {
-            Ok(_) => {
-                for (k, v) in chunk {
-                    undo.ops.push(UndoOp {
-                        map: name,
-                        key: (*k).clone(),
-                        previous: Some((*v).clone()),
-                    });
-                }
-            }
-            Err(e) => {
-                // Unsupported, or failed part way: finish element by element. ENOENT means the
-                // failed batch had already removed that key.
-                log::debug!("map '{name}': batched delete failed ({e}); deleting one by one");
-                for (k, v) in chunk {
-                    bpf::map_delete(fd, k)
-                        .map_err(|e| Error::bpf(format!("map '{name}': deleting an entry"), e))?;
-                    undo.ops.push(UndoOp {
-                        map: name,
-                        key: (*k).clone(),
-                        previous: Some((*v).clone()),
-                    });
-                }
-            }
-        }
-        change.removed += chunk.len();
-    }
-    for chunk in additions.chunks(BATCH) {
-        let keys: Vec<u8> = chunk.iter().flat_map(|k| k.iter().copied()).collect();
-        let values: Vec<u8> = chunk.iter().flat_map(|_| initial.iter().copied()).collect();
-        match bpf::map_update_batch(
-            fd,
-            &keys,
-            &values,
-            chunk.len() as u32,
-            bpf::consts::BPF_NOEXIST,
-        ) {
-            Ok(_) => {
-                for k in chunk {
-                    undo.ops.push(UndoOp {
-                        map: name,
-                        key: (*k).clone(),
-                        previous: None,
-                    });
-                }
-            }
-            Err(e) => {
-                // EEXIST below means the failed batch had already added that key: it is ours.
-                log::debug!("map '{name}': batched update failed ({e}); adding one by one");
-                for k in chunk {
-                    match bpf::map_update(fd, k, initial, bpf::consts::BPF_NOEXIST) {
-                        Ok(()) => {}
-                        Err(e) if e.errno() == Some(libc::EEXIST) => {}
-                        Err(e) => {
-                            return Err(Error::bpf(format!("map '{name}': adding an entry"), e));
-                        }
-                    }
-                    undo.ops.push(UndoOp {
-                        map: name,
-                        key: (*k).clone(),
-                        previous: None,
-                    });
-                }
-            }
-        }
-        change.added += chunk.len();
-    }
+    let removals: Vec<(Vec<u8>, Vec<u8>)> = removals
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    change.removed = remove_entries(m, &removals, undo)?;
+    let additions: Vec<(Vec<u8>, Vec<u8>)> = additions
+        .into_iter()
+        .map(|k| (k.clone(), initial.to_vec()))
+        .collect();
+    change.added = put_entries(m, &additions, bpf::consts::BPF_NOEXIST, |_| None, undo)?;
     Ok(change)
+}
+
+/// Writes `entries` (`(key, value)`) in batches with `flags` (`BPF_ANY`, or `BPF_NOEXIST` for
+/// keys known to be new); `previous(key)` is what the key held (`None`: absent), for the undo
+/// log, as the caller read it beforehand. Returns how many were written.
+///
+/// # Errors
+/// Returns an error when an entry cannot be written (earlier writes are in `undo`).
+pub fn put_entries(
+    m: &OpenMap,
+    entries: &[(Vec<u8>, Vec<u8>)],
+    flags: u64,
+    previous: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    undo: &mut Undo,
+) -> Result<usize, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    let adding = flags == bpf::consts::BPF_NOEXIST;
+    for chunk in entries.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        let values: Vec<u8> = chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        if let Err(e) = bpf::map_update_batch(fd, &keys, &values, chunk.len() as u32, flags) {
+            // Unsupported, or failed part way: finish one by one. Rewriting an entry is
+            // harmless, and EEXIST when adding means the failed batch had already added it.
+            log::debug!("map '{name}': batched update failed ({e}); writing one by one");
+            for (k, v) in chunk {
+                match bpf::map_update(fd, k, v, flags) {
+                    Ok(()) => {}
+                    Err(e) if adding && e.errno() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        let what = if adding { "adding" } else { "writing" };
+                        return Err(Error::bpf(format!("map '{name}': {what} an entry"), e));
+                    }
+                }
+                undo.push(name, k.clone(), previous(k));
+            }
+            continue;
+        }
+        for (k, _) in chunk {
+            undo.push(name, k.clone(), previous(k));
+        }
+    }
+    Ok(entries.len())
+}
+
+/// Deletes `entries` (`(key, the value it held)`, as the caller read them) in batches.
+/// Returns how many were deleted.
+///
+/// # Errors
+/// Returns an error when an entry cannot be deleted (earlier deletions are in `undo`).
+pub fn remove_entries(
+    m: &OpenMap,
+    entries: &[(Vec<u8>, Vec<u8>)],
+    undo: &mut Undo,
+) -> Result<usize, Error> {
+    let name = m.def.name;
+    let fd = m.fd.as_fd();
+    for chunk in entries.chunks(BATCH) {
+        let keys: Vec<u8> = chunk.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        if let Err(e) = bpf::map_delete_batch(fd, &keys, chunk.len() as u32) {
+            // Unsupported, or failed part way: finish one by one. ENOENT means the failed
+            // batch had already removed that key.
+            log::debug!("map '{name}': batched delete failed ({e}); deleting one by one");
+            for (k, _) in chunk {
+                match bpf::map_delete(fd, k) {
+                    Ok(_) => {}
+                    Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                    Err(e) => {
+                        return Err(Error::bpf(format!("map '{name}': deleting an entry"), e))
+                    }
+                }
+            }
+        }
+        for (k, v) in chunk {
+            undo.push(name, k.clone(), Some(v.clone()));
+        }
+    }
+    Ok(entries.len())
 }
 
 /// Makes the values of an array map equal `values` (index = key), writing only the slots that

@@ -356,25 +356,24 @@ fn encode_all<K: Codec, V: Codec>(entries: &[(K, V)]) -> Bytes {
         .collect()
 }
 
+/// Writes the entries of `desired` that `current` lacks or holds differently (batched).
 fn upserts(m: &OpenMap, current: &Bytes, desired: &Bytes, undo: &mut Undo) -> Result<usize, Error> {
-    let mut n = 0;
-    for (k, v) in desired {
-        if current.get(k) != Some(v) {
-            contents::write_entry(m, k, v, undo)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    let writes: Vec<(Vec<u8>, Vec<u8>)> = desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    contents::put_entries(m, &writes, 0, |k| current.get(k).cloned(), undo)
 }
 
+/// Deletes the entries of `current` that `desired` lacks (batched).
 fn deletes(m: &OpenMap, current: &Bytes, desired: &Bytes, undo: &mut Undo) -> Result<usize, Error> {
-    let mut n = 0;
-    for k in current.keys() {
-        if !desired.contains_key(k) && contents::delete_entry(m, k, undo)? {
-            n += 1;
-        }
-    }
-    Ok(n)
+    let gone: Vec<(Vec<u8>, Vec<u8>)> = current
+        .iter()
+        .filter(|(k, _)| !desired.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    contents::remove_entries(m, &gone, undo)
 }
 
 /// Writes the LB maps' contents for `cfg`: only the difference against what they hold. Does
@@ -416,26 +415,6 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
         .filter_map(|(k, v)| Some((u32::decode(k).ok()?, LbBackend::decode(v).ok()?)))
         .collect();
     let desired = compile(cfg, &typed_services, &typed_backends, &excluded_ids(cfg)?)?;
-    // Every capacity before any write: a config that does not fit changes nothing.
-    for (m, want, option) in [
-        (services, desired.services.len(), "services"),
-        (backends, desired.backends.len(), "backends"),
-        (slots, desired.slots.len(), "slots"),
-    ] {
-        let cap = bpf::map_info(m.fd.as_fd())
-            .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?
-            .max_entries as usize;
-        if want > cap {
-            return Err(Error::map(
-                m.def.name,
-                format!(
-                    "the services need {want} entries, more than its capacity of {cap}; nothing was changed. \
-                     Raise it with `lb capacity {option}=N` (a pinned map cannot grow: `weir unload` first)"
-                ),
-            ));
-        }
-    }
-
     let want_services = encode_all(&desired.services);
     let want_slots = encode_all(&desired.slots);
     let want_backends = encode_all(&desired.backends);
@@ -446,15 +425,51 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
         .map(|id| (id.encode(), one.clone()))
         .collect();
 
+    // Every capacity before any write: a config that does not fit changes nothing. New
+    // entries are written before old ones are removed (a service never points at a missing
+    // backend), so a map must hold both at once.
+    for (m, current, want, option) in [
+        (services, &cur_services, &want_services, "services"),
+        (backends, &cur_backends, &want_backends, "backends"),
+        (slots, &cur_slots, &want_slots, "slots"),
+    ] {
+        let cap = bpf::map_info(m.fd.as_fd())
+            .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?
+            .max_entries as usize;
+        let peak = want.len() + current.keys().filter(|k| !want.contains_key(*k)).count();
+        if peak > cap {
+            let during = if peak > want.len() {
+                format!(
+                    " while the change is applied ({} new beside {} that go)",
+                    want.keys().filter(|k| !current.contains_key(*k)).count(),
+                    peak - want.len()
+                )
+            } else {
+                String::new()
+            };
+            return Err(Error::map(
+                m.def.name,
+                format!(
+                    "the services need {peak} entries{during}, more than its capacity of {cap}; nothing was changed. \
+                     Raise it with `lb capacity {option}=N` (a pinned map cannot grow: `weir unload` first), \
+                     or apply the change in smaller steps"
+                ),
+            ));
+        }
+    }
+
     let mut change = LbChange::default();
     change.exclude.0 = upserts(exclude, &cur_exclude, &want_exclude, undo)?;
     // A new backend id starts its counter at 0 (the id may have counted for a removed backend).
     let zero = vec![0u8; value_len(stats.def)?];
-    for (id, _) in &desired.backends {
-        if !typed_backends.contains_key(id) {
-            contents::write_entry(stats, &id.encode(), &zero, undo)?;
-        }
-    }
+    let fresh: Vec<(Vec<u8>, Vec<u8>)> = desired
+        .backends
+        .iter()
+        .filter(|(id, _)| !typed_backends.contains_key(id))
+        .map(|(id, _)| (id.encode(), zero.clone()))
+        .collect();
+    // A counter left by a backend that is gone is overwritten; undo then removes it.
+    contents::put_entries(stats, &fresh, 0, |_| None, undo)?;
     change.backends.0 = upserts(backends, &cur_backends, &want_backends, undo)?;
     change.slots.0 = upserts(slots, &cur_slots, &want_slots, undo)?;
     change.services.0 = upserts(services, &cur_services, &want_services, undo)?;
@@ -463,10 +478,13 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<LbChange, E
     change.backends.1 = deletes(backends, &cur_backends, &want_backends, undo)?;
     // A removed backend's counter goes with it.
     let kept: BTreeSet<u32> = desired.backends.iter().map(|(id, _)| *id).collect();
-    for id in typed_backends.keys() {
-        if !kept.contains(id) {
-            contents::delete_entry(stats, &id.encode(), undo)?;
-        }
+    if typed_backends.keys().any(|id| !kept.contains(id)) {
+        let counters = contents::entries(stats)?;
+        let gone: Vec<(Vec<u8>, Vec<u8>)> = counters
+            .into_iter()
+            .filter(|(k, _)| u32::decode(k).is_ok_and(|id| !kept.contains(&id)))
+            .collect();
+        contents::remove_entries(stats, &gone, undo)?;
     }
     change.exclude.1 = deletes(exclude, &cur_exclude, &want_exclude, undo)?;
     change.services.2 = want_services.len();

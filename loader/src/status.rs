@@ -42,8 +42,9 @@ pub struct MapStatus {
     pub id: u32,
     /// Kernel map type name.
     pub kind: String,
-    /// Entries present (for arrays: the capacity, every slot exists).
-    pub entries: u32,
+    /// Entries present (for arrays: the capacity, every slot exists); `None` for maps whose
+    /// keys cannot be walked (socket storage: one value per socket, freed with it).
+    pub entries: Option<u32>,
     /// Capacity.
     pub max_entries: u32,
 }
@@ -198,15 +199,16 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
         let kind = MapType::from_u32(info.map_type)
             .map(|t| t.name().to_owned())
             .unwrap_or_else(|| format!("type {}", info.map_type));
-        let is_array = matches!(
-            MapType::from_u32(info.map_type),
-            Some(MapType::Array | MapType::PerCpuArray)
-        );
-        let entries = if is_array {
-            info.max_entries
+        let map_type = MapType::from_u32(info.map_type);
+        let entries = if map_type.is_some_and(MapType::is_array) {
+            Some(info.max_entries)
+        } else if map_type.is_some_and(|t| !t.has_keys()) {
+            None
         } else {
-            count_entries(fd.as_fd(), info.key_size)
-                .map_err(|e| Error::bpf(format!("map '{name}'"), e))?
+            Some(
+                count_entries(fd.as_fd(), info.key_size)
+                    .map_err(|e| Error::bpf(format!("map '{name}'"), e))?,
+            )
         };
         st.maps.push(MapStatus {
             name: name.to_owned(),
@@ -278,7 +280,7 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                 };
                 let list = crate::prefilter::v4_entries(&m)?;
                 if let Some(last) = st.maps.last_mut() {
-                    last.entries = list.len() as u32;
+                    last.entries = Some(list.len() as u32);
                 }
                 for (cidr, hits) in list {
                     st.deny_hits.push((cidr.to_string(), hits));
@@ -336,11 +338,18 @@ impl fmt::Display for Status {
         }
         writeln!(f, "maps:")?;
         for m in &self.maps {
-            writeln!(
-                f,
-                "  {:<16} v{} id {:<6} {:<14} {}/{} entries",
-                m.name, m.version, m.id, m.kind, m.entries, m.max_entries
-            )?;
+            let (name, version, id, kind) = (&m.name, m.version, m.id, &m.kind);
+            match m.entries {
+                Some(n) => writeln!(
+                    f,
+                    "  {name:<16} v{version} id {id:<6} {kind:<14} {n}/{} entries",
+                    m.max_entries
+                )?,
+                None => writeln!(
+                    f,
+                    "  {name:<16} v{version} id {id:<6} {kind:<14} one value per socket"
+                )?,
+            }
         }
         if !self.if_counters.is_empty() {
             writeln!(f, "interface counters:")?;

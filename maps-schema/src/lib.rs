@@ -37,6 +37,8 @@ pub enum MapType {
     LruPerCpuHash = 10,
     /// `BPF_MAP_TYPE_LPM_TRIE`
     LpmTrie = 11,
+    /// `BPF_MAP_TYPE_SK_STORAGE`: a value per socket, owned by the socket (no keys to list).
+    SkStorage = 24,
     /// `BPF_MAP_TYPE_RINGBUF`
     RingBuf = 27,
 }
@@ -51,6 +53,7 @@ impl MapType {
         MapType::LruHash,
         MapType::LruPerCpuHash,
         MapType::LpmTrie,
+        MapType::SkStorage,
         MapType::RingBuf,
     ];
 
@@ -69,6 +72,7 @@ impl MapType {
             MapType::LruHash => "lru_hash",
             MapType::LruPerCpuHash => "lru_percpu_hash",
             MapType::LpmTrie => "lpm_trie",
+            MapType::SkStorage => "sk_storage",
             MapType::RingBuf => "ringbuf",
         }
     }
@@ -83,6 +87,7 @@ impl MapType {
             MapType::LruHash => "BPF_MAP_TYPE_LRU_HASH",
             MapType::LruPerCpuHash => "BPF_MAP_TYPE_LRU_PERCPU_HASH",
             MapType::LpmTrie => "BPF_MAP_TYPE_LPM_TRIE",
+            MapType::SkStorage => "BPF_MAP_TYPE_SK_STORAGE",
             MapType::RingBuf => "BPF_MAP_TYPE_RINGBUF",
         }
     }
@@ -99,6 +104,12 @@ impl MapType {
     pub fn is_array(self) -> bool {
         matches!(self, MapType::Array | MapType::PerCpuArray)
     }
+
+    /// Whether user space can walk the keys (`BPF_MAP_GET_NEXT_KEY`): socket storage and ring
+    /// buffers have none to walk.
+    pub fn has_keys(self) -> bool {
+        !matches!(self, MapType::SkStorage | MapType::RingBuf)
+    }
 }
 
 impl fmt::Display for MapType {
@@ -109,7 +120,7 @@ impl fmt::Display for MapType {
 
 /// Map flag values (`BPF_F_*` of `union bpf_attr.map_flags`) weir may use in [`MapDef::flags`].
 pub mod map_flags {
-    /// `BPF_F_NO_PREALLOC`: required by the kernel for LPM tries.
+    /// `BPF_F_NO_PREALLOC`: required by the kernel for LPM tries and socket storage.
     pub const NO_PREALLOC: u32 = 1 << 0;
 }
 
@@ -635,6 +646,16 @@ pub const MAPS: &[MapDef] = &[
         flags: 0,
         layout_version: 1,
         doc: "Reverse translation by socket cookie and backend address: the VIP recvmsg and getpeername report.",
+    },
+    MapDef {
+        name: "lb_sock",
+        map_type: MapType::SkStorage,
+        key: <u32 as Codec>::LAYOUT,
+        value: LbSock::LAYOUT,
+        max_entries: 0,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Per connected socket (TCP, connected UDP): the backend connect() chose and the VIP it stands for; freed with the socket.",
     },
     MapDef {
         name: "lb_affinity",
@@ -1180,6 +1201,20 @@ schema_struct! {
         pub port: u16,
         /// Always 0.
         pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Value of `lb_sock`: C `struct weir_lb_sock`, what a connected socket's peer stands for.
+    pub struct LbSock as "weir_lb_sock" {
+        /// The backend address connect() was rewritten to, IPv4 v4-mapped.
+        pub backend_addr: [u8; 16],
+        /// The VIP the client asked for, IPv4 v4-mapped.
+        pub vip_addr: [u8; 16],
+        /// The backend port, network byte order.
+        pub backend_port: u16,
+        /// The VIP port, network byte order.
+        pub vip_port: u16,
     }
 }
 

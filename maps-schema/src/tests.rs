@@ -227,6 +227,7 @@ fn map_type_values() {
         (MapType::LruHash, 9, "lru_hash"),
         (MapType::LruPerCpuHash, 10, "lru_percpu_hash"),
         (MapType::LpmTrie, 11, "lpm_trie"),
+        (MapType::SkStorage, 24, "sk_storage"),
         (MapType::RingBuf, 27, "ringbuf"),
     ] {
         assert_eq!(t as u32, v);
@@ -244,6 +245,9 @@ fn map_type_values() {
     assert!(MapType::LruPerCpuHash.is_percpu());
     assert!(!MapType::Hash.is_percpu());
     assert!(!MapType::RingBuf.is_percpu());
+    assert!(!MapType::SkStorage.has_keys());
+    assert!(!MapType::RingBuf.has_keys());
+    assert!(MapType::LruHash.has_keys());
 }
 
 #[test]
@@ -275,7 +279,19 @@ fn schema_rules() {
             "{}: doc would end the C comment",
             map.name
         );
-        assert!(map.max_entries > 0, "{}: max_entries 0", map.name);
+        if map.map_type == MapType::SkStorage {
+            // The kernel sizes socket storage by the sockets: it wants max_entries 0, an int
+            // key (its BTF is checked) and no preallocation.
+            assert_eq!(
+                map.max_entries, 0,
+                "{}: socket storage is unsized",
+                map.name
+            );
+            assert_eq!(map.key, <u32 as Codec>::LAYOUT, "{}", map.name);
+            assert_eq!(map.flags, map_flags::NO_PREALLOC, "{}", map.name);
+        } else {
+            assert!(map.max_entries > 0, "{}: max_entries 0", map.name);
+        }
         assert!(
             map.layout_version > 0,
             "{}: layout_version starts at 1",
@@ -635,6 +651,12 @@ fn lb_maps_layouts_and_constants() {
             LbRevNat::LAYOUT,
         ),
         (
+            "lb_sock",
+            MapType::SkStorage,
+            <u32 as Codec>::LAYOUT,
+            LbSock::LAYOUT,
+        ),
+        (
             "lb_affinity",
             MapType::LruHash,
             LbAffinityKey::LAYOUT,
@@ -669,6 +691,7 @@ fn lb_maps_layouts_and_constants() {
     assert_eq!(LbBackend::LAYOUT.size, 24);
     assert_eq!(LbRevNatKey::LAYOUT.size, 32);
     assert_eq!(LbRevNat::LAYOUT.size, 20);
+    assert_eq!(LbSock::LAYOUT.size, 36);
     assert_eq!(LbAffinityKey::LAYOUT.size, 16);
     assert_eq!(LbAffinity::LAYOUT.size, 16);
     assert_eq!(find("lb_stats").unwrap().max_entries, lb::DEFAULT_BACKENDS);

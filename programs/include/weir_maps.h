@@ -147,6 +147,18 @@ _Static_assert(__builtin_offsetof(struct weir_lb_revnat, addr) == 0, "struct wei
 _Static_assert(__builtin_offsetof(struct weir_lb_revnat, port) == 16, "struct weir_lb_revnat.port: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lb_revnat, pad) == 18, "struct weir_lb_revnat.pad: offset differs from maps-schema");
 
+struct weir_lb_sock {
+	__u8 backend_addr[16];
+	__u8 vip_addr[16];
+	__u16 backend_port;
+	__u16 vip_port;
+};
+_Static_assert(sizeof(struct weir_lb_sock) == 36, "struct weir_lb_sock: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_sock, backend_addr) == 0, "struct weir_lb_sock.backend_addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_sock, vip_addr) == 16, "struct weir_lb_sock.vip_addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_sock, backend_port) == 32, "struct weir_lb_sock.backend_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_lb_sock, vip_port) == 34, "struct weir_lb_sock.vip_port: offset differs from maps-schema");
+
 struct weir_lb_affinity_key {
 	__u64 netns_cookie;
 	__u32 service;
@@ -311,6 +323,17 @@ _Static_assert(__builtin_offsetof(struct weir_deny_entry, hits) == 0, "struct we
 		__type(value, struct weir_lb_revnat); \
 		__uint(max_entries, 65536); \
 	} lb_revnat SEC(".maps")
+
+/* lb_sock (sk_storage, 0 entries): Per connected socket (TCP, connected UDP): the backend connect() chose and the VIP it stands for; freed with the socket. */
+#define WEIR_LAYOUT_VERSION_LB_SOCK 1
+#define WEIR_DEFINE_MAP_LB_SOCK \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_SK_STORAGE); \
+		__type(key, __u32); \
+		__type(value, struct weir_lb_sock); \
+		__uint(max_entries, 0); \
+		__uint(map_flags, 0x1); \
+	} lb_sock SEC(".maps")
 
 /* lb_affinity (lru_hash, 65536 entries): Session affinity: (client netns cookie, service id) -> backend id and when it was last used. */
 #define WEIR_LAYOUT_VERSION_LB_AFFINITY 1

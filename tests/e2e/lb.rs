@@ -252,6 +252,27 @@ fn udp_once(to: SocketAddr, connected: bool) -> Probe {
     }
 }
 
+/// Re-connects `s` (already connected elsewhere) to `to`, then one request/reply.
+fn udp_reconnected(s: &UdpSocket, to: SocketAddr) -> Probe {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    if let Err(e) = s.connect(to) {
+        return Probe::Err(errno(&e));
+    }
+    let peer = Some(s.peer_addr().expect("getpeername"));
+    if let Err(e) = s.send(b"hello") {
+        return Probe::Err(errno(&e));
+    }
+    let mut buf = [0u8; 64];
+    match s.recv_from(&mut buf) {
+        Ok((n, from)) => Probe::Ok {
+            peer,
+            from,
+            reply: String::from_utf8_lossy(&buf[..n]).into_owned(),
+        },
+        Err(e) => Probe::Err(errno(&e)),
+    }
+}
+
 /// The client process: not a test of its own. Runs only when `probe_in` starts this binary with
 /// `WEIR_LB_PROBE=CGROUP_DIR|-|NETNS|OP|ADDR|COUNT|PAUSE_MS`; prints one `PROBE` line per attempt.
 #[test]
@@ -275,6 +296,13 @@ fn probe_child() {
             "tcp" => tcp_once(to),
             "udp" => udp_once(to, false),
             "udpc" => udp_once(to, true),
+            // Connected to `to` first (a VIP), then re-connected to the address after `=`.
+            op if op.starts_with("udpre=") => {
+                let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                s.connect(to).expect("connect to the VIP");
+                let again: SocketAddr = op["udpre=".len()..].parse().expect("second address");
+                udp_reconnected(&s, again)
+            }
             other => panic!("unknown probe op {other}"),
         };
         let line = match p {
@@ -372,6 +400,19 @@ fn tcp_udp_v4_v6_and_mapped_reach_a_backend_and_report_the_vip() {
         assert!(
             replies(&probes, "be8001") > 0 && replies(&probes, "be8002") > 0,
             "{what}: one backend got everything: {probes:?}"
+        );
+    }
+
+    // A UDP socket connected to the VIP and then straight to a backend forgets the VIP:
+    // getpeername and the reply's source are the backend's own address.
+    let again = probe(&sb, &format!("udpre={}", b4(8002)), vip4(53), 2);
+    for p in &again {
+        let Probe::Ok { peer, from, reply } = p else {
+            panic!("re-connected udp: {again:?}");
+        };
+        assert_eq!(
+            (*peer, *from, reply.as_str()),
+            (Some(b4(8002)), b4(8002), "be8002")
         );
     }
 

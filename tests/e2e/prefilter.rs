@@ -164,6 +164,7 @@ fn entries(st: &Status, map: &str) -> u32 {
         .find(|m| m.name == map)
         .unwrap_or_else(|| panic!("map {map} missing from status:\n{st}"))
         .entries
+        .unwrap_or_else(|| panic!("map {map} has no countable entries"))
 }
 
 /// The deny entries, sorted.

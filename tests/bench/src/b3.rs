@@ -545,7 +545,6 @@ fn target(v: V, i: usize) -> SocketAddrV4 {
 /// One measurement's result.
 #[derive(Debug, Clone, Copy)]
 struct Meas {
-    conns: f64,
     conn_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -737,7 +736,6 @@ impl Env {
             return Err(format!("malformed client result `{line}`"));
         };
         Ok(Meas {
-            conns: count,
             conn_s: count / (elapsed_ns / 1e9),
             p50_us: p50 / 1e3,
             p99_us: p99 / 1e3,
@@ -766,20 +764,6 @@ impl Env {
         let fd = self.connect4()?;
         let info = bpf::prog_info(fd.as_fd()).map_err(|e| e.to_string())?;
         Ok((info.run_time_ns, info.run_cnt))
-    }
-
-    /// `max_entries` of the map named `name` that weir's connect4 program uses.
-    fn connect4_map_size(&self, name: &str) -> Result<u32, String> {
-        let fd = self.connect4()?;
-        let info = bpf::prog_info(fd.as_fd()).map_err(|e| e.to_string())?;
-        for id in info.map_ids {
-            let m = bpf::map_fd_by_id(id).map_err(|e| e.to_string())?;
-            let mi = bpf::map_info(m.as_fd()).map_err(|e| e.to_string())?;
-            if mi.name == name {
-                return Ok(mi.max_entries);
-            }
-        }
-        Err(format!("connect4 uses no map named {name}"))
     }
 }
 
@@ -968,31 +952,6 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         }
         scales.push(s);
-    }
-
-    // weir remembers every connection's VIP in `lb_revnat`, an LRU map that only eviction
-    // empties: it costs more per connection once full (measured: ≈ 1.2 µs per connect4 run
-    // while filling, ≈ 2 µs when evicting), and a busy host is always full. So every weir
-    // sandbox gets that many connections before the warm-up round.
-    for s in &scales {
-        if let Some(env) = s.envs.get(&V::Weir) {
-            let t = Instant::now();
-            let fill = Options {
-                min_conns: 10_000,
-                ..opts.clone()
-            };
-            // A little more than its size: an LRU map may evict before it is full.
-            let want = f64::from(env.connect4_map_size("lb_revnat")?) * 1.1;
-            let mut total = 0.0;
-            while total < want {
-                total += env.measure(&self_exe, 0, &fill)?.conns;
-            }
-            eprintln!(
-                "N = {}: weir's lb_revnat filled ({total:.0} connections, {})",
-                s.n,
-                secs(t.elapsed())
-            );
-        }
     }
 
     // One untimed warm-up round, then the timed ones: the scales in a rotating order, within a
@@ -1194,11 +1153,7 @@ impl Report<'_> {
              (iptables searches `KUBE-SERVICES` linearly), and the round's value is what connections \
              spread evenly over the three cost: conn/s = 1 ÷ the mean time per connection, \
              latencies the mean of the three. \
-             Before the warm-up, every weir sandbox makes 1.1× as many connections as \
-             `lb_revnat` holds: weir remembers each connection's VIP there (for \
-             `getpeername()` and UDP replies), nothing removes an entry when its socket closes, \
-             and a full LRU map costs more per update (it evicts), which is where a busy host \
-             is. {} timed rounds after one untimed warm-up round; in every round the scales come in \
+             {} timed rounds after one untimed warm-up round; in every round the scales come in \
              a rotating order, and within a scale, position by position, every variant runs \
              once, in an order that rotates every round (`direct` is measured in every scale's \
              block, so the runs a ratio compares are a second or so apart); ratios are taken \
@@ -1530,18 +1485,13 @@ impl Report<'_> {
             }
             t += ": one run of `cgroup/connect4` per `connect()` (a hash lookup of the \
                   destination in `lb_services`, a random slot of the service's table, the \
-                  backend, a counter, and a reverse-translation entry in an LRU map), and \
-                  nothing afterwards: no packet of the connection is translated or tracked. ";
+                  backend, a counter, and the VIP kept in the socket's own storage for \
+                  `getpeername()`, freed with the socket), and nothing afterwards: no packet of the connection is translated or tracked. ";
             let progs: Vec<f64> = self.in_prog.values().copied().collect();
             if !progs.is_empty() {
                 let lo = progs.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = progs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                t += &format!(
-                    "The program itself takes {lo:.0}–{hi:.0} ns per call (bpf_stats, with \
-                     `lb_revnat` full): more than its lookups explain; updating a full LRU map \
-                     evicts, and while `lb_revnat` was still filling the same program took \
-                     ≈ 1.2 µs per call, ≈ 2 µs once full (a separate run). "
-                );
+                t += &format!("The program itself takes {lo:.0}–{hi:.0} ns per call (bpf_stats). ");
             }
         }
         if !self.overhead_us(first, V::Iptables).is_empty()
@@ -1610,9 +1560,7 @@ impl Report<'_> {
             if above > 0 {
                 t += &format!(
                     "weir's p99 is above nft's at {above} of {} N (at N = {}: {:.1} µs, nft \
-                     {:.1}, direct {:.1}) although its p50 is lower: the program's cost per call \
-                     rises once `lb_revnat` is full, and the kernel evicts from an LRU map in \
-                     batches, which would make a tail; this run does not separate the two. ",
+                     {:.1}, direct {:.1}) although its p50 is lower; this run does not say why. ",
                     weir_scales.len(),
                     fmt_n(self.scales[b].n),
                     p99(b, V::Weir),
@@ -1698,7 +1646,6 @@ mod tests {
         assert_eq!(positions(1), [0, 0, 0]);
         assert_eq!(positions(100), [0, 50, 99]);
         let m = |conn_s| Meas {
-            conns: 0.0,
             conn_s,
             p50_us: 0.0,
             p99_us: 0.0,
