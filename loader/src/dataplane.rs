@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::fastpath::{self, FastpathChange};
 use crate::lb::{self, LbChange};
 use crate::maps::{self, MapSet, MAPS_DIR};
+use crate::mesh::{self, MeshChange};
 use crate::object::{self, LoadedProgram, VerifiedObject};
 use crate::policy_maps::{self, PolicyChange};
 use crate::prefilter::{self, PrefilterChange};
@@ -71,6 +72,8 @@ pub struct LoadReport {
     pub fastpath: FastpathChange,
     /// Whether a new network policy was switched to.
     pub policy: PolicyChange,
+    /// What changed in the service-mesh maps.
+    pub mesh: MeshChange,
 }
 
 impl LoadReport {
@@ -81,6 +84,7 @@ impl LoadReport {
             && self.lb.is_noop()
             && self.fastpath.is_noop()
             && self.policy.is_noop()
+            && self.mesh.is_noop()
             && self
                 .attachments
                 .iter()
@@ -123,6 +127,9 @@ impl fmt::Display for LoadReport {
         if !self.policy.is_noop() {
             writeln!(f, "{}", self.policy)?;
         }
+        if !self.mesh.is_noop() {
+            writeln!(f, "{}", self.mesh)?;
+        }
         if self.is_noop() {
             writeln!(f, "nothing to do: the dataplane already matches the config")?;
         }
@@ -141,6 +148,8 @@ pub struct ApplyReport {
     pub fastpath: FastpathChange,
     /// The network policy.
     pub policy: PolicyChange,
+    /// The service-mesh maps.
+    pub mesh: MeshChange,
 }
 
 impl ApplyReport {
@@ -150,6 +159,7 @@ impl ApplyReport {
             && self.lb.is_noop()
             && self.fastpath.is_noop()
             && self.policy.is_noop()
+            && self.mesh.is_noop()
     }
 }
 
@@ -167,6 +177,9 @@ impl fmt::Display for ApplyReport {
         }
         if !self.policy.is_noop() {
             lines.push(self.policy.to_string());
+        }
+        if !self.mesh.is_noop() {
+            lines.push(self.mesh.to_string());
         }
         f.write_str(&lines.join("\n"))
     }
@@ -259,14 +272,22 @@ impl Dataplane {
         }
         // Services without a cgroup statement balance the whole machine: the cgroup v2 root,
         // named "/" (pinned as `connect4@%2F`: an empty pin target would not parse back).
-        let root = (cfg.cgroups.is_empty() && !cfg.services.is_empty()).then(|| {
+        // Meshes too: their programs run beside the balancer's, on the same cgroups.
+        let connect_time = !cfg.services.is_empty() || !cfg.meshes.is_empty();
+        let root = (cfg.cgroups.is_empty() && connect_time).then(|| {
             log::warn!(
-                "services without a cgroup statement: every process on the machine is balanced \
-                 (cgroup v2 root)"
+                "services or meshes without a cgroup statement: the connect-time programs \
+                 attach at the cgroup v2 root and run for every process on the machine"
             );
+            let first = cfg
+                .services
+                .iter()
+                .map(|s| s.span.line)
+                .chain(cfg.meshes.iter().map(|m| m.span.line))
+                .min();
             (
                 "/".to_owned(),
-                cfg.services.first().map_or(0, |s| s.span.line),
+                first.unwrap_or(0),
                 crate::config::AttachPolicy::Auto,
             )
         });
@@ -287,6 +308,22 @@ impl Dataplane {
                     line,
                     Desired {
                         point: AttachPoint::Cgroup {
+                            cgroup: path.clone(),
+                            hook: *hook,
+                        },
+                        program: (*program).into(),
+                        policy,
+                    },
+                ));
+            }
+            if cfg.meshes.is_empty() {
+                continue;
+            }
+            for (program, hook) in embedded::PROGS_MESH {
+                out.push((
+                    line,
+                    Desired {
+                        point: AttachPoint::Mesh {
                             cgroup: path.clone(),
                             hook: *hook,
                         },
@@ -410,6 +447,13 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        report.mesh = match mesh::apply(maps, cfg, &mut writes) {
+            Ok(change) => change,
+            Err(e) => {
+                writes.rollback(maps);
+                return Err(e);
+            }
+        };
         if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
             log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
@@ -494,7 +538,7 @@ impl Dataplane {
         self.apply_report(cfg).map(|r| r.prefilter)
     }
 
-    /// Updates map contents from `cfg` (prefilter and load balancing) without attaching or
+    /// Updates map contents from `cfg` (prefilter, load balancing, mesh) without attaching or
     /// detaching anything. A failure puts back every entry this call wrote.
     ///
     /// # Errors
@@ -533,6 +577,17 @@ impl Dataplane {
                 self.pin_dir.display()
             )));
         }
+        // The mesh programs attach only at `weir load`; their maps may outlive them (pinned).
+        let mesh_attached = list_dir(&self.pin_dir.join(LINKS_DIR))?
+            .iter()
+            .any(|n| n.starts_with("mesh-"));
+        if !cfg.meshes.is_empty() && (maps.get(mesh::MAP_CGROUPS).is_none() || !mesh_attached) {
+            return Err(Error::Environment(format!(
+                "the config meshes cgroups but the mesh programs are not loaded at {} \
+                 (the loaded config had no mesh statement): run `weir load` first",
+                self.pin_dir.display()
+            )));
+        }
         let mut writes = Undo::default();
         let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
             Ok(ApplyReport {
@@ -540,6 +595,7 @@ impl Dataplane {
                 lb: lb::apply(&maps, cfg, &mut writes)?,
                 fastpath: fastpath::apply(&maps, cfg, &mut writes)?,
                 policy: policy_maps::apply(&maps, cfg, &mut writes)?,
+                mesh: mesh::apply(&maps, cfg, &mut writes)?,
             })
         });
         if result.is_err() {

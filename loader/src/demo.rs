@@ -39,6 +39,10 @@ pub const VIP4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
 pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
 /// Connections/datagrams per kind in the load-balancing part.
 pub const LB_ROUNDS: u32 = 10;
+/// The demo proxy's port (on 127.0.0.1 and ::1) in the service-mesh part.
+pub const MESH_PROXY_PORT: u16 = 15001;
+/// Connections per address family in the service-mesh part.
+pub const MESH_ROUNDS: u32 = 4;
 
 /// The services the demo adds to its config: two backends (two echo servers) per IPv4 service,
 /// one for IPv6.
@@ -152,9 +156,20 @@ fn run_client_mode(
     rounds: u32,
     mode: &str,
 ) -> Result<String, Error> {
+    run_client_in(weir_exe, sb, &sb.cgroup_dir, rounds, mode)
+}
+
+/// [`run_client_mode`] in another cgroup (`cgroup_dir`, below the sandbox's).
+fn run_client_in(
+    weir_exe: &Path,
+    sb: &Sandbox,
+    cgroup_dir: &Path,
+    rounds: u32,
+    mode: &str,
+) -> Result<String, Error> {
     let out = Command::new(weir_exe)
         .arg("__demo-client")
-        .arg(sb.cgroup_dir.join("cgroup.procs"))
+        .arg(cgroup_dir.join("cgroup.procs"))
         .arg(&sb.ns_a)
         .arg(rounds.to_string())
         .arg(mode)
@@ -209,6 +224,8 @@ fn client(args: &[String]) -> Result<(), String> {
         "echo" => {}
         "lb" => return lb_client(rounds),
         "lb-excluded" => return lb_excluded_client(),
+        "mesh" => return mesh_client(rounds),
+        "mesh-proxy" => return mesh_proxy(),
         other => return Err(format!("unknown mode '{other}'")),
     }
     let timeout = Duration::from_secs(3);
@@ -288,6 +305,86 @@ fn lb_client(rounds: u32) -> Result<(), String> {
         }
     }
     println!("udp {vip} (unconnected sendto): {rounds} echo exchanges, every reply from {vip}");
+    Ok(())
+}
+
+/// Mode `mesh`: TCP echo exchanges with both service addresses from a meshed cgroup; they go
+/// through the demo proxy, yet the application sees the service address as its peer.
+fn mesh_client(rounds: u32) -> Result<(), String> {
+    for vip in [SocketAddr::from((VIP4, 80)), SocketAddr::from((VIP6, 80))] {
+        for i in 0..rounds {
+            let peer = tcp_echo(vip, &format!("hello {i}"))?;
+            if peer != vip {
+                return Err(format!("tcp {vip}: getpeername says {peer}"));
+            }
+        }
+        println!("tcp {vip}: {rounds} echo exchanges, getpeername = {vip} every time");
+    }
+    Ok(())
+}
+
+/// The demo proxy's upstream for an original destination: it balances the IPv4 service over
+/// both echo servers by itself (round robin on `turn`), and connects anything else as is.
+fn mesh_upstream(orig: SocketAddr, turn: usize) -> SocketAddr {
+    if orig == SocketAddr::from((VIP4, 80)) {
+        let port = if turn.is_multiple_of(2) {
+            TCP_PORT
+        } else {
+            TCP_PORT_2
+        };
+        SocketAddr::new(ADDR_B4.into(), port)
+    } else if orig == SocketAddr::from((VIP6, 80)) {
+        SocketAddr::new(ADDR_B6.into(), TCP_PORT)
+    } else {
+        orig
+    }
+}
+
+/// One proxied connection: the original destination, an upstream, one message relayed each way.
+fn mesh_relay(mut conn: TcpStream, turn: usize) -> Result<String, String> {
+    let orig =
+        crate::sys::sockopt::original_dst(&conn).map_err(|e| format!("SO_ORIGINAL_DST: {e}"))?;
+    let to = mesh_upstream(orig, turn);
+    let t = Duration::from_secs(3);
+    let mut up = TcpStream::connect_timeout(&to, t).map_err(|e| format!("upstream {to}: {e}"))?;
+    let _ = conn.set_read_timeout(Some(t));
+    let _ = up.set_read_timeout(Some(t));
+    let mut buf = [0u8; 256];
+    let n = conn.read(&mut buf).map_err(|e| e.to_string())?;
+    up.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    let n = up.read(&mut buf).map_err(|e| e.to_string())?;
+    conn.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "proxy: original destination {orig} -> upstream {to}"
+    ))
+}
+
+/// Mode `mesh-proxy`: a small transparent proxy on 127.0.0.1 and ::1, as a sidecar would be;
+/// prints `ready`, then one line per connection, until killed.
+fn mesh_proxy() -> Result<(), String> {
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for ip in [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ] {
+        let l = TcpListener::bind((ip, MESH_PROXY_PORT))
+            .map_err(|e| format!("proxy bind {ip}:{MESH_PROXY_PORT}: {e}"))?;
+        let turn = turn.clone();
+        threads.push(std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let n = turn.fetch_add(1, Ordering::Relaxed);
+                match mesh_relay(conn, n) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => println!("proxy: {e}"),
+                }
+            }
+        }));
+    }
+    println!("ready");
+    for t in threads {
+        let _ = t.join();
+    }
     Ok(())
 }
 
@@ -504,6 +601,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     report_checks(out, &checks, &mut failed);
 
     lb_phase(out, &exe, &sb, &dp, &text, &mut failed)?;
+    mesh_phase(out, &exe, &sb, &dp, &text, &mut failed)?;
     crate::demo_fastpath::run(out, &mut failed)?;
 
     let removed = netns::run_in(b.as_fd(), || dp.unload())?;
@@ -609,6 +707,137 @@ fn lb_phase(
         out,
         "  ({backends_used} of 2 IPv4 TCP backends were picked over {LB_ROUNDS} connections)"
     );
+    Ok(())
+}
+
+/// The demo proxy process (weir's `__demo-client ... mesh-proxy`), killed on drop.
+struct DemoProxy(std::process::Child);
+
+impl Drop for DemoProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Cgroups below the sandbox's, removed on drop (after their processes are gone).
+struct DemoCgroups(Vec<std::path::PathBuf>);
+
+impl Drop for DemoCgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            for _ in 0..100 {
+                if crate::sys::cgroup::remove(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Service mesh: the client's cgroup meshed (a `weir load`: the mesh programs attach), a proxy
+/// in a cgroup of its own, the client's connections to the service addresses going through it,
+/// then the mesh removed by `weir apply`.
+fn mesh_phase(
+    out: &mut dyn Write,
+    exe: &Path,
+    sb: &Sandbox,
+    dp: &Dataplane,
+    base: &str,
+    failed: &mut Vec<&'static str>,
+) -> Result<(), Error> {
+    use std::io::BufRead;
+    let b = sb.netns_fd(&sb.ns_b)?;
+    let mut cgroups = DemoCgroups(Vec::new());
+    for rel in ["app", "proxy"] {
+        let d = sb.cgroup_dir.join(rel);
+        crate::sys::cgroup::create(&d)
+            .map_err(|e| Error::io(format!("demo: creating cgroup {}", d.display()), e))?;
+        cgroups.0.push(d);
+    }
+    let mesh = format!(
+        "mesh {cg}/app proxy-port={MESH_PROXY_PORT} proxy-cgroup={cg}/proxy
+",
+        cg = sb.cgroup
+    );
+    let services = demo_services();
+    let _ = writeln!(
+        out,
+        "weir load (mesh the client's cgroup):
+{}",
+        indent(&mesh)
+    );
+    let cfg = config::parse("<demo>", &format!("{base}{services}{mesh}"))?;
+    let report = netns::run_in(b.as_fd(), || dp.load(&cfg))?;
+    let _ = writeln!(out, "  {}", report.mesh);
+    let mut child = Command::new(exe)
+        .arg("__demo-client")
+        .arg(cgroups.0[1].join("cgroup.procs"))
+        .arg(&sb.ns_a)
+        .arg("0")
+        .arg("mesh-proxy")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("demo: starting the proxy", e))?;
+    let mut lines = std::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Environment("demo: the proxy has no stdout".into()))?,
+    )
+    .lines();
+    let proxy = DemoProxy(child);
+    if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+        return Err(Error::Environment("demo: the proxy did not start".into()));
+    }
+    let client = {
+        let _one = EchoServer::start(b.as_fd())?;
+        let _two = EchoServer::start_on(b.as_fd(), TCP_PORT_2, UDP_PORT_2)?;
+        run_client_in(exe, sb, &cgroups.0[0], MESH_ROUNDS, "mesh")
+    };
+    drop(proxy);
+    let proxied: Vec<String> = lines.map_while(Result::ok).collect();
+    let client_ok = match &client {
+        Ok(text) => {
+            let _ = writeln!(out, "traffic from the meshed cgroup:\n{}", indent(text));
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  client: {e}");
+            false
+        }
+    };
+    let _ = writeln!(out, "the proxy's log:\n{}", indent(&proxied.join("\n")));
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    let lines: Vec<String> = st.mesh.cgroups.iter().map(ToString::to_string).collect();
+    let _ = writeln!(out, "weir status, mesh:\n{}", indent(&lines.join("\n")));
+    let redirected: u64 = st.mesh.cgroups.iter().map(|c| c.redirected).sum();
+    let answered = st
+        .mesh
+        .counters
+        .iter()
+        .find(|(n, _)| *n == "original destinations answered")
+        .map_or(0, |(_, n)| *n);
+    let restore = netns::run_in(b.as_fd(), || {
+        dp.apply_report(&config::parse("<demo>", base)?)
+    })?;
+    let _ = writeln!(out, "weir apply (original config): {}", restore.mesh);
+    let st = netns::run_in(b.as_fd(), || dp.status())?;
+    drop(cgroups);
+    let want = 2 * u64::from(MESH_ROUNDS);
+    let checks = [
+        (
+            "the meshed client's connections went through the proxy, and it saw the service addresses as its peers",
+            client_ok && proxied.iter().filter(|l| l.contains("original destination")).count() as u64 == want,
+        ),
+        (
+            "every connection was redirected, and SO_ORIGINAL_DST answered for each (IPv4 and IPv6)",
+            redirected == want && answered == want,
+        ),
+        ("removing the mesh left no meshed cgroup", st.mesh.cgroups.is_empty()),
+    ];
+    report_checks(out, &checks, failed);
     Ok(())
 }
 

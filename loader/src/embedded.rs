@@ -17,6 +17,10 @@ pub const OBJECTS: &[EmbeddedObject] = &[
         name: "sock_addr.o",
         bytes: include_bytes!("../../programs/sock_addr.o"),
     },
+    EmbeddedObject {
+        name: "mesh.o",
+        bytes: include_bytes!("../../programs/mesh.o"),
+    },
 ];
 
 /// The program attached at XDP on host interfaces: the prefilter (deny list, failsafes).
@@ -42,4 +46,18 @@ pub const PROGS_SOCK: &[(&str, crate::object::SockAddrHook)] = &[
         "sock_getpeername6",
         crate::object::SockAddrHook::GetPeerName6,
     ),
+];
+
+/// The service-mesh programs, attached to the connect-time cgroups when the config meshes a
+/// cgroup: the outbound redirect (connect), recording redirected connections once established
+/// (sockops), answering `SO_ORIGINAL_DST` (getsockopt) and showing a redirected client its
+/// original destination as its peer (getpeername). Attached in this order, the redirect last, so
+/// no connection is redirected before what serves it is in place.
+pub const PROGS_MESH: &[(&str, crate::attach::MeshHook)] = &[
+    ("mesh_sockops", crate::attach::MeshHook::SockOps),
+    ("mesh_getsockopt", crate::attach::MeshHook::GetSockopt),
+    ("mesh_getpeername4", crate::attach::MeshHook::GetPeerName4),
+    ("mesh_getpeername6", crate::attach::MeshHook::GetPeerName6),
+    ("mesh_connect4", crate::attach::MeshHook::Connect4),
+    ("mesh_connect6", crate::attach::MeshHook::Connect6),
 ];

@@ -317,26 +317,27 @@ impl fmt::Display for LbChange {
     }
 }
 
-/// The cgroup ids of the `lb exclude` paths (each must exist).
+/// The cgroup ids of the `lb exclude` paths and of the meshes' cgroups (each must exist).
 ///
 /// # Errors
 /// When the cgroup v2 mount cannot be found or an excluded cgroup does not exist.
 pub fn excluded_ids(cfg: &Config) -> Result<Vec<u64>, Error> {
-    if cfg.lb_exclude.is_empty() {
+    // `lb exclude` paths, and the mesh's cgroups (meshed and proxy ones).
+    let excluded = cfg.lb_excluded_cgroups();
+    if excluded.is_empty() {
         return Ok(Vec::new());
     }
     let root = cgroup::cgroup2_mount()
         .map_err(|e| Error::io("finding the cgroup v2 mount in /proc/mounts", e))?;
-    cfg.lb_exclude
+    excluded
         .iter()
-        .map(|e| {
-            let dir = root.join(&e.path);
+        .map(|(path, statement, span)| {
+            let dir = root.join(path);
             cgroup::cgroup_id(&dir).map_err(|err| {
                 Error::io(
                     format!(
-                        "lb exclude {} (line {}): reading the id of cgroup {}",
-                        e.path,
-                        e.span.line,
+                        "{statement} {path} (line {}): reading the id of cgroup {}",
+                        span.line,
                         dir.display()
                     ),
                     err,

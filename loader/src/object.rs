@@ -109,6 +109,36 @@ impl SockAddrHook {
     }
 }
 
+/// A cgroup hook that is not a `sock_addr` one: the service mesh's socket-level programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CgroupSockHook {
+    /// `SEC("sockops")`: TCP socket events (`BPF_CGROUP_SOCK_OPS`).
+    SockOps,
+    /// `SEC("cgroup/getsockopt")`: after every `getsockopt(2)` (`BPF_CGROUP_GETSOCKOPT`).
+    GetSockopt,
+}
+
+impl CgroupSockHook {
+    /// Every such hook.
+    pub const ALL: [CgroupSockHook; 2] = [Self::SockOps, Self::GetSockopt];
+
+    /// The kernel's `enum bpf_attach_type` value for this hook.
+    pub fn attach_type(self) -> u32 {
+        match self {
+            Self::SockOps => bpf::consts::BPF_CGROUP_SOCK_OPS,
+            Self::GetSockopt => bpf::consts::BPF_CGROUP_GETSOCKOPT,
+        }
+    }
+
+    /// The name in pins and messages: `sockops`, `getsockopt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SockOps => "sockops",
+            Self::GetSockopt => "getsockopt",
+        }
+    }
+}
+
 /// The program kinds weir loads. Anything else in an object is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProgKind {
@@ -118,6 +148,8 @@ pub enum ProgKind {
     SchedCls,
     /// `SEC("cgroup/<hook>")`, attached to a cgroup v2 directory.
     SockAddr(SockAddrHook),
+    /// `SEC("sockops")` or `SEC("cgroup/getsockopt")`, attached to a cgroup v2 directory.
+    CgroupSock(CgroupSockHook),
 }
 
 impl ProgKind {
@@ -127,6 +159,10 @@ impl ProgKind {
             Self::Xdp => bpf::consts::BPF_PROG_TYPE_XDP,
             Self::SchedCls => bpf::consts::BPF_PROG_TYPE_SCHED_CLS,
             Self::SockAddr(_) => bpf::consts::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            Self::CgroupSock(CgroupSockHook::SockOps) => bpf::consts::BPF_PROG_TYPE_SOCK_OPS,
+            Self::CgroupSock(CgroupSockHook::GetSockopt) => {
+                bpf::consts::BPF_PROG_TYPE_CGROUP_SOCKOPT
+            }
         }
     }
 
@@ -136,6 +172,7 @@ impl ProgKind {
             Self::Xdp => Some(bpf::consts::BPF_XDP),
             Self::SchedCls => None,
             Self::SockAddr(hook) => Some(hook.attach_type()),
+            Self::CgroupSock(hook) => Some(hook.attach_type()),
         }
     }
 }
@@ -170,7 +207,7 @@ impl fmt::Display for ObjectProblem {
             Self::Malformed(why) => write!(f, "not a valid BPF ELF object: {why}"),
             Self::UnsupportedSection { program, section } => write!(
                 f,
-                "prog '{program}': section '{section}' is not one weir attaches (xdp, classifier, cgroup/<sock_addr hook>)"
+                "prog '{program}': section '{section}' is not one weir attaches (xdp, classifier, cgroup/<sock_addr hook>, sockops, cgroup/getsockopt)"
             ),
             Self::License(why) => write!(f, "licence {why}"),
             Self::NoPrograms => write!(f, "no programs in the object"),
@@ -293,6 +330,10 @@ fn verify(name: &str, obj: aya_obj::Object) -> Result<VerifiedObject, Error> {
             ProgramSection::CgroupSockAddr { attach_type } => {
                 ProgKind::SockAddr(SockAddrHook::from_aya(*attach_type))
             }
+            ProgramSection::SockOps => ProgKind::CgroupSock(CgroupSockHook::SockOps),
+            ProgramSection::CgroupSockopt {
+                attach_type: aya_obj::programs::CgroupSockoptAttachType::Get,
+            } => ProgKind::CgroupSock(CgroupSockHook::GetSockopt),
             other => {
                 return Err(object_err(
                     name,

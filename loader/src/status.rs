@@ -89,6 +89,8 @@ pub struct Status {
     pub rule_counters: Vec<(u32, Counter)>,
     /// Per-policy counts by config policy index (policies with counts only).
     pub policy_counts: Vec<(u32, maps_schema::PolCounts)>,
+    /// Meshed and proxy cgroups with their redirect counts, and the mesh's event counters.
+    pub mesh: crate::mesh::MeshStatus,
 }
 
 fn hook_name(hook: u32) -> String {
@@ -350,6 +352,11 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
         }
     }
     st.services = crate::lb::read_status(pin_dir)?;
+    // Mesh maps stay pinned when a later load drops every mesh statement (and detaches the
+    // programs): only attached programs make their contents current.
+    if st.attachments.iter().any(|a| a.pin.starts_with("mesh-")) {
+        st.mesh = crate::mesh::read_status(pin_dir)?;
+    }
     st.deny_hits
         .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     st.if_counters
@@ -469,6 +476,15 @@ impl fmt::Display for Status {
                     "  policy #{policy:<9} {} denied, {} would deny (audit)",
                     c.denied, c.audited
                 )?;
+            }
+        }
+        if !self.mesh.cgroups.is_empty() {
+            writeln!(f, "mesh (outbound TCP redirected to a local proxy):")?;
+            for c in &self.mesh.cgroups {
+                writeln!(f, "  {c}")?;
+            }
+            for (what, n) in self.mesh.counters.iter().filter(|(_, n)| *n > 0) {
+                writeln!(f, "  {what}: {n}")?;
             }
         }
         if !self.sock_counters.is_empty() {

@@ -273,6 +273,38 @@ pub mod lb {
     pub const DEFAULT_SLOTS: u32 = 262_144;
 }
 
+/// Service-mesh redirect: flags, counter slots and limits shared by the loader and `mesh.c`.
+pub mod mesh {
+    /// [`MeshCgroup::flags`](crate::MeshCgroup): the cgroup's outbound TCP goes to its proxy.
+    pub const MESHED: u32 = 1 << 0;
+    /// [`MeshCgroup::flags`](crate::MeshCgroup): a proxy's cgroup, never redirected (it wins
+    /// over a meshed ancestor: a sidecar's cgroup may sit inside its workload's).
+    pub const PROXY: u32 = 1 << 1;
+    /// [`MeshCgroup::flags`](crate::MeshCgroup): processes with uid
+    /// [`MeshCgroup::proxy_uid`](crate::MeshCgroup) are the proxy, never redirected.
+    pub const PROXY_UID: u32 = 1 << 2;
+    /// `mesh_counters` slot: IPv4 (or v4-mapped) connections redirected to a proxy.
+    pub const COUNT_REDIRECT4: u32 = 0;
+    /// `mesh_counters` slot: IPv6 connections redirected to a proxy.
+    pub const COUNT_REDIRECT6: u32 = 1;
+    /// `mesh_counters` slot: redirected connections whose (client, proxy) pair was recorded
+    /// once established.
+    pub const COUNT_RECORDED: u32 = 2;
+    /// `mesh_counters` slot: `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` answered.
+    pub const COUNT_ANSWERED: u32 = 3;
+    /// `mesh_counters` slot: `SO_ORIGINAL_DST` asked for a socket weir did not redirect.
+    pub const COUNT_UNKNOWN: u32 = 4;
+    /// Number of `mesh_counters` slots.
+    pub const COUNTERS: u32 = 8;
+    /// The `getsockopt` option name of `SO_ORIGINAL_DST` (level `SOL_IP`) and of
+    /// `IP6T_SO_ORIGINAL_DST` (level `SOL_IPV6`): both are 80.
+    pub const SO_ORIGINAL_DST: u32 = 80;
+    /// Capacity of `mesh_cgroups` (meshed and proxy cgroups together).
+    pub const MAX_CGROUPS: u32 = 4096;
+    /// Capacity of `mesh_ports` (excluded destination ports over every mesh).
+    pub const MAX_PORTS: u32 = 16_384;
+}
+
 /// Prefilter verdict reasons: the key (array index) of `prefilter_stats`.
 pub mod prefilter_reason {
     /// Not denied (or not IP at all): passed to the stack.
@@ -659,6 +691,47 @@ pub const CONSTANTS: &[ConstGroup] = &[
         ],
     },
     ConstGroup {
+        doc: "Service-mesh redirect: mesh_cgroups flags, mesh_counters slots, the SO_ORIGINAL_DST option name.",
+        consts: &[
+            Constant {
+                c_name: "WEIR_MESH_MESHED",
+                value: mesh::MESHED,
+            },
+            Constant {
+                c_name: "WEIR_MESH_PROXY",
+                value: mesh::PROXY,
+            },
+            Constant {
+                c_name: "WEIR_MESH_PROXY_UID",
+                value: mesh::PROXY_UID,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_REDIRECT4",
+                value: mesh::COUNT_REDIRECT4,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_REDIRECT6",
+                value: mesh::COUNT_REDIRECT6,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_RECORDED",
+                value: mesh::COUNT_RECORDED,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_ANSWERED",
+                value: mesh::COUNT_ANSWERED,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_UNKNOWN",
+                value: mesh::COUNT_UNKNOWN,
+            },
+            Constant {
+                c_name: "WEIR_SO_ORIGINAL_DST",
+                value: mesh::SO_ORIGINAL_DST,
+            },
+        ],
+    },
+    ConstGroup {
         doc: "Prefilter verdict reasons: the key of prefilter_stats.",
         consts: &[
             Constant {
@@ -1039,6 +1112,67 @@ pub const MAPS: &[MapDef] = &[
         flags: map_flags::NO_PREALLOC,
         layout_version: 2,
         doc: "Connections and datagrams rewritten to each backend (key: backend id; user space creates the entry with the backend), per CPU; bytes stays 0.",
+    },
+    // Service-mesh redirect (mesh.c). Addresses are 16 bytes, IPv4 v4-mapped, as for the LB.
+    MapDef {
+        name: "mesh_cgroups",
+        map_type: MapType::Hash,
+        key: <u64 as Codec>::LAYOUT,
+        value: MeshCgroup::LAYOUT,
+        max_entries: mesh::MAX_CGROUPS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Meshed and proxy cgroups by cgroup id (a cgroup counts for its descendants): role flags, proxy port and uid.",
+    },
+    MapDef {
+        name: "mesh_ports",
+        map_type: MapType::Hash,
+        key: MeshPortKey::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: mesh::MAX_PORTS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Destination ports (value 1) a meshed cgroup's connections keep: never redirected to the proxy.",
+    },
+    MapDef {
+        name: "mesh_clients",
+        map_type: MapType::LruHash,
+        key: <u64 as Codec>::LAYOUT,
+        value: MeshOrigDst::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 1,
+        doc: "Redirected client sockets by socket cookie: the destination they asked for (getpeername reports it).",
+    },
+    MapDef {
+        name: "mesh_origdst",
+        map_type: MapType::LruHash,
+        key: MeshTuple::LAYOUT,
+        value: MeshOrigDst::LAYOUT,
+        max_entries: 65_536,
+        flags: 0,
+        layout_version: 1,
+        doc: "Established redirected connections by (netns, client, proxy) address pair: the original destination SO_ORIGINAL_DST reports.",
+    },
+    MapDef {
+        name: "mesh_stats",
+        map_type: MapType::PerCpuHash,
+        key: <u64 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: mesh::MAX_CGROUPS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Connections redirected per meshed cgroup id (user space creates the entry with the mesh), per CPU; bytes stays 0.",
+    },
+    MapDef {
+        name: "mesh_counters",
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: Counter::LAYOUT,
+        max_entries: mesh::COUNTERS,
+        flags: 0,
+        layout_version: 1,
+        doc: "Service-mesh events (index: WEIR_MESH_COUNT_*), per CPU; bytes stays 0.",
     },
     MapDef {
         name: "prefilter_v4",
@@ -1919,6 +2053,63 @@ schema_struct! {
         pub direction: u8,
         /// [`pol::EV_DENY`], [`pol::EV_LOG`] or [`pol::EV_AUDIT`].
         pub verdict: u8,
+    }
+}
+
+schema_struct! {
+    /// Value of `mesh_cgroups`: C `struct weir_mesh_cgroup`.
+    pub struct MeshCgroup as "weir_mesh_cgroup" {
+        /// [`mesh::MESHED`], [`mesh::PROXY`], [`mesh::PROXY_UID`].
+        pub flags: u32,
+        /// The proxy's uid (with [`mesh::PROXY_UID`]).
+        pub proxy_uid: u32,
+        /// The proxy's outbound port on loopback, network byte order (meshed cgroups).
+        pub proxy_port: u16,
+        /// Always 0.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Key of `mesh_ports`: C `struct weir_mesh_port_key`.
+    pub struct MeshPortKey as "weir_mesh_port_key" {
+        /// The meshed cgroup's id (the `mesh_cgroups` key that matched).
+        pub cgroup: u64,
+        /// Destination port, network byte order.
+        pub port: u16,
+        /// Always 0.
+        pub pad: [u8; 6],
+    }
+}
+
+schema_struct! {
+    /// Value of `mesh_clients` and `mesh_origdst`: C `struct weir_mesh_origdst`.
+    pub struct MeshOrigDst as "weir_mesh_origdst" {
+        /// The destination the client asked for, IPv4 v4-mapped.
+        pub addr: [u8; 16],
+        /// Its port, network byte order.
+        pub port: u16,
+        /// Always 0.
+        pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Key of `mesh_origdst`: C `struct weir_mesh_tuple`, one redirected connection as both
+    /// ends see it (the client's local address is the proxy's peer).
+    pub struct MeshTuple as "weir_mesh_tuple" {
+        /// `bpf_get_netns_cookie` of the connection's network namespace.
+        pub netns_cookie: u64,
+        /// The client's address, IPv4 v4-mapped.
+        pub client: [u8; 16],
+        /// The proxy's (loopback) address, IPv4 v4-mapped.
+        pub proxy: [u8; 16],
+        /// The client's port, network byte order.
+        pub client_port: u16,
+        /// The proxy's port, network byte order.
+        pub proxy_port: u16,
+        /// Always 0.
+        pub pad: u32,
     }
 }
 

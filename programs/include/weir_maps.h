@@ -47,6 +47,17 @@
 #define WEIR_LB_MAX_SLOTS 1024
 #define WEIR_LB_MAX_CGROUP_DEPTH 16
 
+/* Service-mesh redirect: mesh_cgroups flags, mesh_counters slots, the SO_ORIGINAL_DST option name. */
+#define WEIR_MESH_MESHED 1
+#define WEIR_MESH_PROXY 2
+#define WEIR_MESH_PROXY_UID 4
+#define WEIR_MESH_COUNT_REDIRECT4 0
+#define WEIR_MESH_COUNT_REDIRECT6 1
+#define WEIR_MESH_COUNT_RECORDED 2
+#define WEIR_MESH_COUNT_ANSWERED 3
+#define WEIR_MESH_COUNT_UNKNOWN 4
+#define WEIR_SO_ORIGINAL_DST 80
+
 /* Prefilter verdict reasons: the key of prefilter_stats. */
 #define WEIR_PREFILTER_PASSED 0
 #define WEIR_PREFILTER_DROPPED 1
@@ -231,6 +242,54 @@ _Static_assert(sizeof(struct weir_lb_affinity) == 16, "struct weir_lb_affinity: 
 _Static_assert(__builtin_offsetof(struct weir_lb_affinity, backend) == 0, "struct weir_lb_affinity.backend: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lb_affinity, pad) == 4, "struct weir_lb_affinity.pad: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_lb_affinity, last_ns) == 8, "struct weir_lb_affinity.last_ns: offset differs from maps-schema");
+
+struct weir_mesh_cgroup {
+	__u32 flags;
+	__u32 proxy_uid;
+	__u16 proxy_port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_mesh_cgroup) == 12, "struct weir_mesh_cgroup: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_cgroup, flags) == 0, "struct weir_mesh_cgroup.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_cgroup, proxy_uid) == 4, "struct weir_mesh_cgroup.proxy_uid: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_cgroup, proxy_port) == 8, "struct weir_mesh_cgroup.proxy_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_cgroup, pad) == 10, "struct weir_mesh_cgroup.pad: offset differs from maps-schema");
+
+struct weir_mesh_port_key {
+	__u64 cgroup;
+	__u16 port;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct weir_mesh_port_key) == 16, "struct weir_mesh_port_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_port_key, cgroup) == 0, "struct weir_mesh_port_key.cgroup: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_port_key, port) == 8, "struct weir_mesh_port_key.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_port_key, pad) == 10, "struct weir_mesh_port_key.pad: offset differs from maps-schema");
+
+struct weir_mesh_origdst {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weir_mesh_origdst) == 20, "struct weir_mesh_origdst: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_origdst, addr) == 0, "struct weir_mesh_origdst.addr: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_origdst, port) == 16, "struct weir_mesh_origdst.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_origdst, pad) == 18, "struct weir_mesh_origdst.pad: offset differs from maps-schema");
+
+struct weir_mesh_tuple {
+	__u64 netns_cookie;
+	__u8 client[16];
+	__u8 proxy[16];
+	__u16 client_port;
+	__u16 proxy_port;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weir_mesh_tuple) == 48, "struct weir_mesh_tuple: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, netns_cookie) == 0, "struct weir_mesh_tuple.netns_cookie: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, client) == 8, "struct weir_mesh_tuple.client: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, proxy) == 24, "struct weir_mesh_tuple.proxy: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, client_port) == 40, "struct weir_mesh_tuple.client_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, proxy_port) == 42, "struct weir_mesh_tuple.proxy_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_tuple, pad) == 44, "struct weir_mesh_tuple.pad: offset differs from maps-schema");
 
 struct weir_deny_v4 {
 	__u64 hits;
@@ -547,6 +606,69 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct
 		__uint(max_entries, 65536); \
 		__uint(map_flags, 0x1); \
 	} lb_stats SEC(".maps")
+
+/* mesh_cgroups (hash, 4096 entries): Meshed and proxy cgroups by cgroup id (a cgroup counts for its descendants): role flags, proxy port and uid. */
+#define WEIR_LAYOUT_VERSION_MESH_CGROUPS 1
+#define WEIR_DEFINE_MAP_MESH_CGROUPS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u64); \
+		__type(value, struct weir_mesh_cgroup); \
+		__uint(max_entries, 4096); \
+		__uint(map_flags, 0x1); \
+	} mesh_cgroups SEC(".maps")
+
+/* mesh_ports (hash, 16384 entries): Destination ports (value 1) a meshed cgroup's connections keep: never redirected to the proxy. */
+#define WEIR_LAYOUT_VERSION_MESH_PORTS 1
+#define WEIR_DEFINE_MAP_MESH_PORTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_mesh_port_key); \
+		__type(value, __u32); \
+		__uint(max_entries, 16384); \
+		__uint(map_flags, 0x1); \
+	} mesh_ports SEC(".maps")
+
+/* mesh_clients (lru_hash, 65536 entries): Redirected client sockets by socket cookie: the destination they asked for (getpeername reports it). */
+#define WEIR_LAYOUT_VERSION_MESH_CLIENTS 1
+#define WEIR_DEFINE_MAP_MESH_CLIENTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH); \
+		__type(key, __u64); \
+		__type(value, struct weir_mesh_origdst); \
+		__uint(max_entries, 65536); \
+	} mesh_clients SEC(".maps")
+
+/* mesh_origdst (lru_hash, 65536 entries): Established redirected connections by (netns, client, proxy) address pair: the original destination SO_ORIGINAL_DST reports. */
+#define WEIR_LAYOUT_VERSION_MESH_ORIGDST 1
+#define WEIR_DEFINE_MAP_MESH_ORIGDST \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH); \
+		__type(key, struct weir_mesh_tuple); \
+		__type(value, struct weir_mesh_origdst); \
+		__uint(max_entries, 65536); \
+	} mesh_origdst SEC(".maps")
+
+/* mesh_stats (percpu_hash, 4096 entries): Connections redirected per meshed cgroup id (user space creates the entry with the mesh), per CPU; bytes stays 0. */
+#define WEIR_LAYOUT_VERSION_MESH_STATS 1
+#define WEIR_DEFINE_MAP_MESH_STATS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH); \
+		__type(key, __u64); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 4096); \
+		__uint(map_flags, 0x1); \
+	} mesh_stats SEC(".maps")
+
+/* mesh_counters (percpu_array, 8 entries): Service-mesh events (index: WEIR_MESH_COUNT_*), per CPU; bytes stays 0. */
+#define WEIR_LAYOUT_VERSION_MESH_COUNTERS 1
+#define WEIR_DEFINE_MAP_MESH_COUNTERS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_counter); \
+		__uint(max_entries, 8); \
+	} mesh_counters SEC(".maps")
 
 /* prefilter_v4 (array, 65536 entries): XDP prefilter IPv4 deny entries by id (the leaves of deny_v4_root/_nodes): the prefix and its hits. */
 #define WEIR_LAYOUT_VERSION_PREFILTER_V4 2

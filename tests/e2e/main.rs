@@ -8,6 +8,7 @@ mod fastpath;
 mod lb;
 mod lifecycle;
 mod loader;
+mod mesh;
 mod policy;
 mod prefilter;
 mod prefilter_prog;

@@ -7,6 +7,7 @@
 //! kernel object of its own, so weir pins the *program* under `legacy/` to remember which program
 //! id is its own.
 
+pub mod mesh;
 pub mod sock_addr;
 pub mod tc;
 pub mod xdp;
@@ -20,6 +21,7 @@ use crate::config::AttachPolicy;
 use crate::error::Error;
 use crate::object::{LoadedProgram, SockAddrHook};
 use crate::sys::bpf;
+pub use mesh::MeshHook;
 
 /// Directory (below the pin dir) of pinned bpf_links.
 pub const LINKS_DIR: &str = "links";
@@ -38,6 +40,8 @@ pub enum AttachPoint {
     Tc { ifname: String, egress: bool },
     /// A cgroup `sock_addr` hook; `cgroup` is relative to the cgroup v2 mount.
     Cgroup { cgroup: String, hook: SockAddrHook },
+    /// A service-mesh program on a cgroup; `cgroup` as above.
+    Mesh { cgroup: String, hook: MeshHook },
 }
 
 impl AttachPoint {
@@ -54,6 +58,7 @@ impl AttachPoint {
                 egress: true,
             } => format!("tc-egress@{ifname}"),
             Self::Cgroup { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
+            Self::Mesh { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
         }
     }
 
@@ -76,6 +81,13 @@ impl AttachPoint {
                 ifname: target.to_owned(),
                 egress: true,
             },
+            other if MeshHook::ALL.iter().any(|h| h.name() == other) => {
+                let hook = MeshHook::ALL.iter().find(|h| h.name() == other)?;
+                Self::Mesh {
+                    cgroup: unescape(target)?,
+                    hook: *hook,
+                }
+            }
             other => {
                 let hook = ALL_SOCK_HOOKS.iter().find(|h| h.name() == other)?;
                 Self::Cgroup {
@@ -100,6 +112,7 @@ impl AttachPoint {
                 if *egress { "egress" } else { "ingress" }
             ),
             Self::Cgroup { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
+            Self::Mesh { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
         }
     }
 }
@@ -380,6 +393,7 @@ pub fn attach(pin_dir: &Path, want: &Desired, prog: &LoadedProgram) -> Result<Ou
         AttachPoint::Cgroup { cgroup, hook } => {
             sock_addr::attach(&pins, cgroup, *hook, want.policy, prog)
         }
+        AttachPoint::Mesh { cgroup, hook } => mesh::attach(&pins, cgroup, *hook, prog),
     }
 }
 
@@ -399,7 +413,9 @@ pub fn undo(pin_dir: &Path, point: &AttachPoint, outcome: Outcome) -> Result<(),
             AttachPoint::Tc { ifname, egress } => {
                 tc::replace_back(&pins, ifname, *egress, previous.as_fd())
             }
-            AttachPoint::Cgroup { .. } => sock_addr::replace_back(&pins, previous.as_fd()),
+            AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => {
+                sock_addr::replace_back(&pins, previous.as_fd())
+            }
         },
     }
 }
@@ -414,7 +430,7 @@ pub fn detach(pin_dir: &Path, point: &AttachPoint) -> Result<(), Error> {
     match point {
         AttachPoint::Xdp { ifname, .. } => xdp::detach(&pins, ifname),
         AttachPoint::Tc { ifname, egress } => tc::detach(&pins, pin_dir, ifname, *egress),
-        AttachPoint::Cgroup { .. } => sock_addr::detach(&pins),
+        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => sock_addr::detach(&pins),
     }
 }
 
@@ -485,6 +501,14 @@ mod tests {
             AttachPoint::Cgroup {
                 cgroup: "weir/demo%1".into(),
                 hook: SockAddrHook::Connect6,
+            },
+            AttachPoint::Mesh {
+                cgroup: "weir/mesh".into(),
+                hook: MeshHook::SockOps,
+            },
+            AttachPoint::Mesh {
+                cgroup: "/".into(),
+                hook: MeshHook::Connect4,
             },
         ];
         for p in points {

@@ -39,7 +39,19 @@ pub(crate) fn attach(
     _policy: AttachPolicy,
     prog: &LoadedProgram,
 ) -> Result<Outcome, Error> {
-    let target = format!("cgroup {cgroup} ({})", hook.name());
+    attach_cgroup_link(pins, cgroup, hook.name(), hook.attach_type(), prog)
+}
+
+/// Attaches `prog` to `cgroup` at `attach_type` through a pinned cgroup link (any cgroup hook:
+/// the sock_addr ones here, the mesh's in [`super::mesh`]).
+pub(crate) fn attach_cgroup_link(
+    pins: &Pins,
+    cgroup: &str,
+    hook_name: &str,
+    attach_type: u32,
+    prog: &LoadedProgram,
+) -> Result<Outcome, Error> {
+    let target = format!("cgroup {cgroup} ({hook_name})");
     let dir = cgroup_dir(cgroup)?;
     let cgroup_id = cgroup::cgroup_id(&dir)
         .map_err(|e| Error::io(format!("{target}: reading the cgroup id"), e))?;
@@ -51,9 +63,7 @@ pub(crate) fn attach(
     if !bpf::features().cgroup_link {
         return Err(Error::Feature {
             feature: "cgroup bpf_link".into(),
-            problem: format!(
-                "{target}: weir attaches sock_addr programs only through cgroup links"
-            ),
+            problem: format!("{target}: weir attaches cgroup programs only through cgroup links"),
         });
     }
     let dir_fd = cgroup::open_dir(&dir)
@@ -61,7 +71,7 @@ pub(crate) fn attach(
     let link = bpf::link_create(
         prog.fd.as_fd(),
         bpf::LinkTarget::Fd(dir_fd.as_fd()),
-        hook.attach_type(),
+        attach_type,
         0,
     )
     .map_err(|e| Error::bpf(format!("{target}: attaching '{}'", prog.spec.name), e))?;

@@ -14,6 +14,7 @@
 //! failsafe in tcp/22 udp/68
 //! service web 198.51.100.10:80/tcp backends=192.0.2.1:8080@3,192.0.2.2:8080 affinity=30
 //! lb exclude mesh/sidecars
+//! mesh pods/web proxy-port=15001 proxy-cgroup=pods/web/envoy
 //! interface veth-web role=workload addrs=10.0.0.2,fd00::2 labels=app:web,env:prod
 //! ipset office 198.51.100.0/24 2001:db8:1::/48
 //! policy web order=100 selector="app == 'web' && env != 'dev'"
@@ -24,13 +25,15 @@
 //! `syntax` (words → a generic *statement*: keyword + args + options), `parse` (a table of
 //! statements, shape checks, typed handlers that build the [`Config`]; `prefilter` holds the
 //! `prefilter …` and `failsafe in` handlers and the deny-list file reader, `service` the `service`
-//! and `lb exclude` handlers, `policy` the endpoint options, `ipset`, `ipset-file`, `policy` and
-//! `rule`, with `selector` the selector language). Every error becomes a
+//! and `lb exclude` handlers, `mesh` the `mesh` handler, `policy` the endpoint options,
+//! `ipset`, `ipset-file`, `policy` and `rule`, with `selector` the selector language). Every
+//! error becomes a
 //! [`Diagnostic`]; the parser reports all of them and never panics. [`render_config`] prints the
 //! canonical form back.
 
 mod diag;
 mod lexer;
+mod mesh;
 mod model;
 mod parse;
 mod policy;
@@ -46,7 +49,7 @@ mod tests;
 pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
     has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError,
-    ClassifierCapacity, Config, Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude,
+    ClassifierCapacity, Config, Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude, Mesh,
     Origin, Policy, PortRange, Prefilter, Remote, RemoteTarget, Role, Rule, RuleAction, Service,
     XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
 };

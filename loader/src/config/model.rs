@@ -46,6 +46,9 @@ pub struct Config {
     pub conntrack_capacity: u32,
     /// `classifier capacity`: the sizes of the policy classifier's tables (per bank).
     pub classifier_capacity: ClassifierCapacity,
+    /// `mesh` statements (service-mesh redirect to a local proxy), in file order; each meshed
+    /// cgroup once.
+    pub meshes: Vec<Mesh>,
     /// The file name, or the name the caller gave the text (e.g. `"<embedded>"`).
     pub source: String,
 }
@@ -66,6 +69,7 @@ impl Default for Config {
             lb_capacity: LbCapacity::default(),
             conntrack_capacity: maps_schema::pol::DEFAULT_CT_ENTRIES,
             classifier_capacity: ClassifierCapacity::default(),
+            meshes: Vec::new(),
             source: String::new(),
         }
     }
@@ -135,6 +139,16 @@ impl Config {
             && self.conntrack_capacity == other.conntrack_capacity
             && self.classifier_capacity == other.classifier_capacity
             && self.same_policy(other)
+            && self.meshes.len() == other.meshes.len()
+            && self.meshes.iter().zip(&other.meshes).all(|(a, b)| {
+                Mesh {
+                    span: Span::default(),
+                    ..a.clone()
+                } == Mesh {
+                    span: Span::default(),
+                    ..b.clone()
+                }
+            })
     }
 
     /// The policy part of [`Config::eq_ignoring_spans`]: sets as sets of networks (plus their
@@ -182,6 +196,25 @@ impl Config {
     #[must_use]
     pub fn ipset(&self, name: &str) -> Option<&IpSet> {
         self.ipsets.iter().find(|s| s.name == name)
+    }
+
+    /// Every cgroup connect-time load balancing leaves alone, with the statement that asks for
+    /// it: the `lb exclude` paths, then each mesh's meshed cgroup (its proxy must see the
+    /// service address) and proxy cgroup (the proxy balances by itself). Paths may repeat.
+    #[must_use]
+    pub fn lb_excluded_cgroups(&self) -> Vec<(&str, &'static str, Span)> {
+        let mut out: Vec<(&str, &'static str, Span)> = self
+            .lb_exclude
+            .iter()
+            .map(|e| (e.path.as_str(), "lb exclude", e.span))
+            .collect();
+        for m in &self.meshes {
+            out.push((m.cgroup.as_str(), "mesh", m.span));
+            if let Some(p) = &m.proxy_cgroup {
+                out.push((p.as_str(), "mesh proxy-cgroup", m.span));
+            }
+        }
+        out
     }
 
     /// The interface called `name`, if configured.
@@ -919,5 +952,22 @@ pub struct Rule {
     /// `icmp-type=` and `icmp-code=`; only with `proto=icmp` or `proto=icmpv6`.
     pub icmp: Option<(u8, Option<u8>)>,
     /// The rule's policy name in the config text.
+    pub span: Span,
+}
+
+/// A `mesh` statement: a cgroup whose outbound TCP connections go to a local proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mesh {
+    /// The meshed cgroup (and every cgroup below it), normalised as [`CgroupAttach::path`].
+    pub cgroup: String,
+    /// The proxy's outbound port on loopback (127.0.0.1 / ::1), e.g. 15001.
+    pub proxy_port: u16,
+    /// The proxy's cgroup (normalised): its processes are never redirected.
+    pub proxy_cgroup: Option<String>,
+    /// The proxy's uid: processes running as it are never redirected.
+    pub proxy_uid: Option<u32>,
+    /// Destination port ranges (inclusive, sorted, not overlapping) that are never redirected.
+    pub exclude_ports: Vec<(u16, u16)>,
+    /// The meshed cgroup's path in the config text.
     pub span: Span,
 }

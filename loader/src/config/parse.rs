@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::diag::{show, ConfigError, Diagnostic, Sink, Span};
 use super::lexer::{lex_line, Opt, Word};
+use super::mesh::{self, MeshState};
 use super::model::{AttachPolicy, CgroupAttach, Config, Interface, Role, XdpMode};
 use super::policy::{self, PolicyState};
 use super::prefilter::{self, PrefilterState};
@@ -126,6 +127,15 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
         apply: service::lb_capacity,
     },
     StatementSpec {
+        keyword: "mesh",
+        usage: "mesh CGROUP-PATH proxy-port=PORT [proxy-cgroup=PATH] [proxy-uid=UID] \
+                [exclude-ports=PORT|LOW-HIGH,...]",
+        args: &["the meshed cgroup's path (relative to the cgroup2 mount)"],
+        rest: None,
+        options: &["proxy-port", "proxy-cgroup", "proxy-uid", "exclude-ports"],
+        apply: mesh::mesh,
+    },
+    StatementSpec {
         keyword: "conntrack capacity",
         usage: "conntrack capacity entries=N",
         args: &[],
@@ -209,6 +219,7 @@ pub(crate) struct Builder {
     pub(super) prefilter: PrefilterState,
     pub(super) lb: ServiceState,
     pub(super) policy: PolicyState,
+    pub(super) mesh: MeshState,
 }
 
 /// The permission bits of `path` when it is a regular file every user may write (a file weir
@@ -249,6 +260,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
         prefilter: PrefilterState::default(),
         lb: ServiceState::default(),
         policy: PolicyState::default(),
+        mesh: MeshState::default(),
     };
     for (index, raw) in text.split('\n').enumerate() {
         if sink.is_full() {
@@ -261,6 +273,7 @@ fn parse_in(source: &str, text: &str, base_dir: Option<PathBuf>) -> Result<Confi
     }
     policy::finish(&mut builder, &mut sink);
     prefilter::finish(&mut builder, &mut sink);
+    mesh::finish(&mut builder, &mut sink);
     if sink.count() > 0 {
         log::debug!("config {source}: {} error(s)", sink.count());
         return Err(ConfigError {
@@ -886,6 +899,7 @@ mod tests {
                 "failsafe",
                 "service",
                 "lb",
+                "mesh",
                 "conntrack",
                 "classifier",
                 "ipset",

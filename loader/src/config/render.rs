@@ -1,7 +1,8 @@
 //! Prints a [`Config`] in canonical form: every option spelled out, `pin-dir` first, then
 //! interfaces, cgroups, the prefilter (capacity, inline deny entries, deny files), the
-//! failsafe ports, the services, the `lb exclude` cgroups, the IP sets and the policies (each
-//! followed by its rules), each in model order. Parsing the output gives the same settings.
+//! failsafe ports, the services, the `lb exclude` cgroups, the meshes, the IP sets and the
+//! policies (each followed by its rules), each in model order. Parsing the output gives the
+//! same settings.
 
 use std::fmt::Write as _;
 
@@ -120,6 +121,30 @@ pub fn render_config(config: &Config) -> String {
             "lb capacity services={} backends={} slots={}",
             cap.services, cap.backends, cap.slots
         );
+    }
+    for m in &config.meshes {
+        let _ = write!(out, "mesh {} proxy-port={}", quote(&m.cgroup), m.proxy_port);
+        if let Some(p) = &m.proxy_cgroup {
+            let _ = write!(out, " proxy-cgroup={}", quote(p));
+        }
+        if let Some(uid) = m.proxy_uid {
+            let _ = write!(out, " proxy-uid={uid}");
+        }
+        if !m.exclude_ports.is_empty() {
+            let ports: Vec<String> = m
+                .exclude_ports
+                .iter()
+                .map(|(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect();
+            let _ = write!(out, " exclude-ports={}", ports.join(","));
+        }
+        out.push('\n');
     }
     if config.conntrack_capacity != maps_schema::pol::DEFAULT_CT_ENTRIES {
         let _ = writeln!(

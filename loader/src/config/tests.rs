@@ -170,7 +170,7 @@ fn unknown_statement_with_suggestion() {
     assert_eq!(d.message, "unknown statement 'interfce'");
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh, conntrack, classifier, \
          ipset, ipset-file, policy, rule (did you mean 'interface'?)"
     );
     assert!(hint(&one_error("pindir /x")).ends_with("(did you mean 'pin-dir'?)"));
@@ -182,7 +182,7 @@ fn unknown_statement_without_suggestion() {
     assert_eq!(at(&d), (1, 4, 5));
     assert_eq!(
         hint(&d),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh, conntrack, classifier, \
          ipset, ipset-file, policy, rule"
     );
 }
@@ -1020,7 +1020,7 @@ fn prefilter_family_errors() {
     );
     assert_eq!(
         hint(&one_error("prefiltr deny 1.2.3.4")),
-        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, conntrack, classifier, \
+        "valid statements are interface, cgroup, pin-dir, prefilter, failsafe, service, lb, mesh, conntrack, classifier, \
          ipset, ipset-file, policy, rule \
          (did you mean 'prefilter'?)"
     );

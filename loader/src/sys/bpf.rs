@@ -34,6 +34,7 @@ pub mod consts {
     pub const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
     pub const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
     pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+    pub const BPF_PROG_TYPE_CGROUP_SOCKOPT: u32 = 25;
     pub const BPF_PROG_TYPE_SK_LOOKUP: u32 = 30;
     pub const BPF_PROG_TYPE_SYSCALL: u32 = 31;
     pub const BPF_PROG_TYPE_NETFILTER: u32 = 32;
@@ -42,6 +43,7 @@ pub mod consts {
     pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
     pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
     pub const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
+    pub const BPF_CGROUP_SOCK_OPS: u32 = 3;
     pub const BPF_CGROUP_INET4_BIND: u32 = 8;
     pub const BPF_CGROUP_INET6_BIND: u32 = 9;
     pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -53,6 +55,7 @@ pub mod consts {
     pub const BPF_CGROUP_UDP4_RECVMSG: u32 = 19;
     pub const BPF_CGROUP_UDP6_RECVMSG: u32 = 20;
     pub const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
+    pub const BPF_CGROUP_GETSOCKOPT: u32 = 21;
     pub const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
     pub const BPF_CGROUP_INET4_GETSOCKNAME: u32 = 31;
     pub const BPF_CGROUP_INET6_GETSOCKNAME: u32 = 32;

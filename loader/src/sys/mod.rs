@@ -10,3 +10,4 @@ pub(crate) mod fake;
 pub mod netlink;
 pub mod netns;
 pub mod ringbuf;
+pub mod sockopt;

@@ -6,6 +6,7 @@
 //! cargo run --release -p weir-bench -- b3 [--rounds N] [--scales 1,100,1000,10000,30000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
 //! cargo run --release -p weir-bench -- b6 [--rounds N] [--seconds N] [--no-write]
+//! cargo run --release -p weir-bench -- b8 [--rounds N] [--ms N] [--conns N] [--no-write]
 //! ```
 //!
 //! It needs root (it loads BPF programs into network namespaces and a cgroup it creates), installs
@@ -18,6 +19,7 @@ mod b1;
 mod b3;
 mod b5;
 mod b6;
+mod b8;
 mod env;
 mod flags;
 mod kstate;
@@ -45,6 +47,8 @@ Benchmarks:
   b6   throughput and CPU per Gbit (iperf3, TCP and UDP) over a routed veth node:
        weir's fast path on and off; competitors: plain forwarding, an iptables
        FORWARD chain (conntrack first, per-endpoint chains)
+  b8   service-mesh redirect: connections/s and connect() latency through a local
+       transparent proxy; competitor: iptables nat OUTPUT REDIRECT (sidecar rules)
 
 Options of b1:
   --rounds N        interleaved timed rounds (default 11, at least 7)
@@ -74,6 +78,12 @@ Options of b5:
 Options of b6:
   --rounds N        interleaved timed rounds (default 7, at least 7)
   --seconds N       seconds per iperf3 measurement (default 3)
+  --no-write        print the section but leave BENCHMARKS.md alone
+
+Options of b8:
+  --rounds N        interleaved timed rounds (default 9, at least 7)
+  --ms N            minimum wall time of one measurement (default 300)
+  --conns N         minimum connections of one measurement (default 300)
   --no-write        print the section but leave BENCHMARKS.md alone
 
 Runs as root. Exit codes: 0 done, 1 error, 2 usage error.
@@ -122,6 +132,19 @@ fn main() -> ExitCode {
             },
             Err(e) => usage_error(&e),
         },
+        Some("b8") => match b8::Options::parse(&args[1..]) {
+            Ok(opts) => match b8::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b8: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        // Internal: B8's workload and proxy processes.
+        Some(b8::CLIENT) => b8::client_main(&args[1..]),
+        Some(b8::PROXY) => b8::proxy_main(&args[1..]),
         // Internal: B3's client process (joins a cgroup and a netns, connects in a loop).
         Some(b3::CLIENT) => b3::client_main(&args[1..]),
         // Internal: run a command and report its rusage (see proc::RSS_WRAP).
