@@ -156,6 +156,103 @@ fn traffic(node: &Routed, round: u16) -> Result<usize, String> {
     Ok(flows.len())
 }
 
+/// Network policy on the same node: w2 becomes a database that takes TCP on one port from w1's
+/// network only; the fast path stays on. The denied connection shows up in `weir events` (read
+/// here through the library's reader thread) and in the counters.
+fn policy_part(
+    out: &mut dyn Write,
+    node: &Routed,
+    dp: &Dataplane,
+    failed: &mut Vec<&'static str>,
+) -> Result<(), Error> {
+    let port = BASE_PORT + 100;
+    let w1 = node.w1.v4.octets();
+    let w2_line = format!("interface {} ", node.w2.host_if);
+    let text = format!(
+        "{}policy db selector=\"app == 'db'\"\n\
+         rule db ingress allow proto=tcp dport={port} remote={}.{}.{}.0/24\n",
+        node.config("")
+            .replace(&w2_line, &format!("{w2_line}labels=app:db ")),
+        w1[0],
+        w1[1],
+        w1[2],
+    );
+    let _ = writeln!(
+        out,
+        "weir apply (a policy for w2):\n{}",
+        super::demo::indent(&text)
+    );
+    let cfg = config::parse("<demo policy>", &text)?;
+    let change = node.run_in(&node.host, || dp.apply_report(&cfg))??;
+    let _ = writeln!(out, "  {change}");
+    let (events, reader) = crate::events::spawn(&node.pin_dir)?;
+    let to = SocketAddr::new(node.w2.v4.into(), port);
+    let allowed = tcp_flow(node, &node.w1.netns, &node.w2.netns, to);
+    let denied = node.run_in(&node.out.netns, || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err()
+    })?;
+    let _ = writeln!(
+        out,
+        "  {} -> {to}: {}",
+        node.w1.v4,
+        match &allowed {
+            Ok(()) => "allowed, 20 echo exchanges".to_owned(),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {} -> {to}: {}",
+        node.out.v4,
+        if denied {
+            "denied (no answer)"
+        } else {
+            "CONNECTED"
+        }
+    );
+    let mut seen = Vec::new();
+    while let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
+        seen.push(e);
+    }
+    drop(reader);
+    let _ = writeln!(out, "weir events:");
+    for e in seen.iter().take(3) {
+        let _ = writeln!(out, "  {e}");
+    }
+    let st = node.run_in(&node.host, || dp.status())??;
+    let default_denied = st
+        .policy_stats
+        .iter()
+        .find(|(n, _)| n == "denied-by-default")
+        .map_or(0, |(_, c)| c.packets);
+    let _ = writeln!(
+        out,
+        "weir status: {} flows in conntrack, {default_denied} packets denied by default",
+        st.conntrack_entries.unwrap_or(0)
+    );
+    let checks = [
+        (
+            "the policy let w1's connection through (on the fast path)",
+            allowed.is_ok(),
+        ),
+        ("the policy denied the outside's connection", denied),
+        (
+            "the deny was reported as an event with its 5-tuple",
+            seen.iter().any(|e| {
+                e.verdict == "deny" && e.src == IpAddr::from(node.out.v4) && e.dport == port
+            }),
+        ),
+        ("the deny was counted", default_denied > 0),
+    ];
+    for (what, ok) in checks {
+        let _ = writeln!(out, "  [{}] {what}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(what);
+        }
+    }
+    Ok(())
+}
+
 fn fastpath_packets(st: &Status) -> u64 {
     st.if_counters
         .iter()
@@ -247,6 +344,8 @@ pub fn run(out: &mut dyn Write, failed: &mut Vec<&'static str>) -> Result<(), Er
             failed.push(what);
         }
     }
+    policy_part(out, &node, &dp, failed)?;
+
     let removed = node.run_in(&node.host, || dp.unload())??;
     let _ = writeln!(out, "weir unload (routed node): removed {}", removed.len());
     drop(node);

@@ -76,6 +76,10 @@ _Static_assert(__builtin_offsetof(struct weir_ipv4, saddr) == 12, "weir_ipv4.sad
 
 /* ICMPv6 neighbour discovery (RFC 4861): router/neighbour solicitation and advertisement. */
 #define WEIR_ICMPV6_ROUTER_SOLICIT 133
+/* Multicast listener discovery (RFC 2710, RFC 3810): query, report, done; MLDv2 report. */
+#define WEIR_ICMPV6_MLD_QUERY 130
+#define WEIR_ICMPV6_MLD_DONE 132
+#define WEIR_ICMPV6_MLD2_REPORT 143
 #define WEIR_ICMPV6_NEIGH_ADVERT 136
 /* ND messages are sent with hop limit 255; a router would have decremented it. */
 #define WEIR_ND_HOP_LIMIT 255

@@ -735,10 +735,22 @@ static __always_inline void weir_ct_update(struct weir_ct *ct, const struct weir
 
 /* ---- the whole policy step ---- */
 
+/*
+ * IPv6 link-local control that no policy judges: neighbour discovery (types 133-136, hop limit
+ * 255) and multicast listener discovery (MLD queries and reports 130-132, MLDv2 reports 143,
+ * hop limit 1). Without them a link stops working, and MLD's periodic reports would fill the
+ * event stream with denies.
+ */
 static __always_inline int weir_is_nd(const struct weir_pol_pkt *p)
 {
-	return p->family == 6 && p->is_icmp && p->hop_limit == WEIR_ND_HOP_LIMIT &&
-	       p->icmp_type >= WEIR_ICMPV6_ROUTER_SOLICIT && p->icmp_type <= WEIR_ICMPV6_NEIGH_ADVERT;
+	if (p->family != 6 || !p->is_icmp)
+		return 0;
+	if (p->hop_limit == WEIR_ND_HOP_LIMIT)
+		return p->icmp_type >= WEIR_ICMPV6_ROUTER_SOLICIT &&
+		       p->icmp_type <= WEIR_ICMPV6_NEIGH_ADVERT;
+	return p->hop_limit == 1 && ((p->icmp_type >= WEIR_ICMPV6_MLD_QUERY &&
+				      p->icmp_type <= WEIR_ICMPV6_MLD_DONE) ||
+				     p->icmp_type == WEIR_ICMPV6_MLD2_REPORT);
 }
 
 static __always_inline int weir_failsafe(const struct weir_pol_pkt *p)

@@ -48,6 +48,9 @@ const STREAMS: usize = 4;
 const ENDPOINTS: usize = 150;
 /// /proc/stat counts in USER_HZ, which is 100 on every Linux ABI (not CONFIG_HZ).
 const USER_HZ: f64 = 100.0;
+/// Busy CPUs of other work (median before the rounds) above which the section says that CPU
+/// per Gbit was not measurable in this run.
+const BUSY_BACKGROUND: f64 = 0.5;
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -684,17 +687,36 @@ impl Node {
             V::None => {}
             V::Routed => {
                 let f = scratch.join(format!("{}.rules", n.node.host));
-                std::fs::write(&f, iptables_rules())
-                    .map_err(|e| format!("writing {}: {e}", f.display()))?;
-                run_ok(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &n.node.host,
-                    "iptables-restore",
-                    "-w",
-                    &f.to_string_lossy(),
-                ])?;
+                let rules = iptables_rules();
+                std::fs::write(&f, &rules).map_err(|e| format!("writing {}: {e}", f.display()))?;
+                // On stdin: iptables-nft-restore 1.8.9 with `-w FILE` reads nothing from FILE
+                // and still exits 0.
+                let input = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &n.node.host, "iptables-restore", "-w"])
+                    .stdin(input)
+                    .output()
+                    .map_err(|e| format!("running iptables-restore: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "iptables-restore in {} failed ({}): {}",
+                        n.node.host,
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let listed =
+                    run_ok(&["ip", "netns", "exec", &n.node.host, "iptables", "-w", "-S"])?;
+                let (want, got) = (
+                    rules.lines().filter(|l| l.starts_with("-A")).count(),
+                    listed.lines().filter(|l| l.starts_with("-A")).count(),
+                );
+                if want != got {
+                    return Err(format!(
+                        "iptables-restore in {} loaded {got} rules of {want}",
+                        n.node.host
+                    ));
+                }
             }
             V::WeirOff | V::WeirOn => {
                 let fp = if v == V::WeirOn { "on" } else { "off" };
@@ -1265,18 +1287,38 @@ impl Report<'_> {
         let rc = |ti: usize, a: V, b: V| med(&ratio(&self.cpu(ti, a), &self.cpu(ti, b)));
         let busy = |ti: usize, v: V| med(&self.get(ti, v, |m| m.busy_cpus));
         // TESTS: 0 w1→w2 TCP, 2 w1→w2 UDP, 3 out→w1 TCP, 5 out→w1 UDP.
-        let mut t = format!(
-            "**What the numbers mean.** Everything here runs on {} CPUs: the iperf3 client, \
-             the server and the forwarding in softirq share them, so a single TCP stream is \
-             CPU-bound (w1 → w2: {:.2} busy CPUs with no programs) and throughput and CPU per \
-             Gbit are two views of the same cost per byte. TCP over veth moves 64 KiB GSO \
-             super-packets end to end (no segmentation on a veth), so the per-packet work of a \
-             router (netfilter hooks, conntrack, the FIB, TC programs) is paid per ~44 \
-             segments and drowns in the copy into and out of the sockets: with one stream w1 → \
-             w2, none {:.1} Gbit/s ({:.0} ms CPU per Gbit), routed {:.1} ({:.0}), weir off {:.1} \
-             ({:.0}), weir on {:.1} ({:.0}). ",
-            self.facts.cpus,
-            busy(0, V::None),
+        let bg = med(&self.background);
+        let mut t = "**What the numbers mean.** ".to_owned();
+        if bg >= BUSY_BACKGROUND {
+            // With the CPUs saturated by others, busy time is just wall time × CPUs.
+            t += &format!(
+                "Other work on this shared machine kept {bg:.2} of its {} CPUs busy (median \
+                 of the samples before each round) while this ran, so the machine was \
+                 saturated throughout (every measurement shows ≈ {:.2} busy CPUs): CPU per \
+                 Gbit is then all CPUs × time ÷ Gbit, the inverse of throughput, and says \
+                 nothing beyond it, and iperf3 got whatever share of the CPUs the scheduler \
+                 left it, which is why the ranges are wide. Only the ratios within a round \
+                 mean something here; rerun on a quiet machine for CPU per Gbit. ",
+                self.facts.cpus,
+                busy(0, V::None),
+            );
+        } else {
+            t += &format!(
+                "Everything here runs on {} CPUs: the iperf3 client, the server and the \
+                 forwarding in softirq share them, so a single TCP stream is CPU-bound (w1 → \
+                 w2: {:.2} busy CPUs with no programs) and throughput and CPU per Gbit are two \
+                 views of the same cost per byte. ",
+                self.facts.cpus,
+                busy(0, V::None),
+            );
+        }
+        t += &format!(
+            "TCP over veth keeps GSO end to end (a veth does not segment), so a forwarded skb \
+             carries up to 64 KiB and the per-packet work of a router (netfilter hooks, \
+             conntrack, the FIB, TC programs) is paid once per many segments, next to the \
+             copies into and out of the sockets: with one stream w1 → w2, none {:.1} Gbit/s \
+             ({:.0} ms CPU per Gbit), routed {:.1} ({:.0}), weir off {:.1} ({:.0}), weir on \
+             {:.1} ({:.0}). ",
             m(0, V::None),
             cm(0, V::None),
             m(0, V::Routed),
@@ -1290,38 +1332,61 @@ impl Report<'_> {
             "The fast path against the routed path: {:.2}× the throughput at {:.2}× the CPU per \
              Gbit w1 → w2, {:.2}× at {:.2}× out → w1 (TCP, one stream). It skips the host \
              namespace's IP stack (routing, netfilter, a second pass through the per-CPU \
-             backlog) but not the veth transmit and the receiving workload's stack, which is \
-             where most of the time goes. ",
+             backlog), not the veth transmit nor the receiving workload's stack. ",
             r(0, V::WeirOn, V::Routed),
             rc(0, V::WeirOn, V::Routed),
             r(3, V::WeirOn, V::Routed),
             rc(3, V::WeirOn, V::Routed),
         );
+        let loss_max = [2usize, 5]
+            .iter()
+            .flat_map(|&ti| {
+                VARIANTS.map(|v| med(&self.get(ti, v, |m| m.lost_percent.unwrap_or(f64::NAN))))
+            })
+            .fold(0.0f64, f64::max);
         t += &format!(
-            "UDP at `-b 0` is per packet ({} B each, no GSO): the sender overruns the path and \
-             the receiver, so received throughput is what the slowest stage (often the \
-             receiving socket) drains and the loss is large; there the fast path gives {:.2}× \
-             the routed path's received throughput w1 → w2 and {:.2}× out → w1, and weir with \
-             the fast path off {:.2}× / {:.2}× the baseline (its TC programs run on each \
-             packet at two host interfaces). ",
-            UDP_LEN,
+            "UDP is per packet ({UDP_LEN} B datagrams, no GSO: every program, hook and lookup \
+             runs once per datagram), at {:.0} ms CPU per Gbit without programs against {:.0} \
+             for TCP. ",
+            cm(2, V::None),
+            cm(0, V::None)
+        );
+        t += &if loss_max < 5.0 {
+            format!(
+                "At `-b 0` the sender's one `sendto` per datagram sets the pace and the path \
+                 keeps up (median loss at most {loss_max:.1} %), so received ≈ sent and a \
+                 cheaper path shows as lower CPU per Gbit as much as higher throughput. "
+            )
+        } else {
+            format!(
+                "At `-b 0` the sender overruns the path or the receiver (median loss up to \
+                 {loss_max:.1} %): received throughput is what the slowest stage drains. "
+            )
+        };
+        t += &format!(
+            "The fast path against the routed path there: {:.2}× the throughput at {:.2}× the \
+             CPU per Gbit w1 → w2, {:.2}× at {:.2}× out → w1; weir with the fast path off \
+             against no programs: {:.2}× / {:.2}× (its TC programs run on every datagram at \
+             the ingress and egress of two host interfaces, where with TCP they run once per \
+             super-packet). ",
             r(2, V::WeirOn, V::Routed),
+            rc(2, V::WeirOn, V::Routed),
             r(5, V::WeirOn, V::Routed),
+            rc(5, V::WeirOn, V::Routed),
             r(2, V::WeirOff, V::None),
             r(5, V::WeirOff, V::None),
         );
         t += &format!(
-            "The routed variant's rule set costs little once a flow is established: its \
-             packets match the first rule after a conntrack lookup; the {} dispatch rules are \
-             walked only by a flow's first packets (routed ÷ none: {:.2}× TCP, {:.2}× UDP w1 → \
-             w2). ",
+            "What the routed variant pays is conntrack (a lookup and state update on every \
+             packet) and the netfilter hooks, not its rule walk: established packets match the \
+             first rule, and only a flow's first packets walk the {} dispatch rules (routed ÷ \
+             none: {:.2}× TCP, {:.2}× UDP w1 → w2). ",
             2 * ENDPOINTS,
             r(0, V::Routed, V::None),
             r(2, V::Routed, V::None),
         );
-        t += "CPU per Gbit is machine-wide: other sessions' work on this shared machine (the \
-              background above) lands in every figure, which is why the ranges are wide and \
-              only ratios within a round are compared. The section reports what this run \
+        t += "CPU per Gbit is machine-wide: other work on the machine (the background above) \
+              lands in every figure, and only ratios within a round are compared. The section reports what this run \
               measured; it does not claim more than the ranges allow: a ratio whose range \
               straddles 1 is not a difference.";
         t
@@ -1515,5 +1580,52 @@ Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)
             "-p 5201 -t 3 -J --connect-timeout 3000 -u -b 0 -l 1400"
         );
         assert_eq!(TESTS[3].way_name(), "out → w1");
+    }
+
+    #[test]
+    fn section_from_made_up_rounds() {
+        let opts = Options::parse(&[]).unwrap();
+        let facts = Facts {
+            date: "d".into(),
+            kernel: "k".into(),
+            commit: "c".into(),
+            cpus: 2,
+            tools: vec![],
+        };
+        let meas = |gbps: f64, busy: f64| Meas {
+            gbps,
+            cpu_ms_per_gbit: busy * 1e3 / gbps,
+            busy_cpus: busy,
+            lost_percent: Some(1.0),
+        };
+        // Per variant (none, routed, off, on): the fast path 1.5× routed, off = none.
+        let gb = [10.0, 8.0, 10.0, 12.0];
+        let samples: Samples = TESTS
+            .iter()
+            .map(|_| gb.iter().map(|&g| vec![meas(g, 1.5); 7]).collect())
+            .collect();
+        let counts = vec![PathCounters::default(); VARIANTS.len()];
+        let mut r = Report {
+            opts: &opts,
+            facts,
+            samples,
+            background: vec![0.1; 7],
+            counts,
+            minutes: 1.0,
+        };
+        let s = r.section();
+        assert!(s.starts_with(HEADING));
+        // 6 tests × 4 variants.
+        assert_eq!(
+            s.lines()
+                .filter(|l| l.starts_with("| w1 → w2") || l.starts_with("| out → w1"))
+                .count(),
+            24
+        );
+        assert!(s.contains("met in 6 of 6 tests → **met**"), "{s}");
+        assert!(s.contains("throughput 1.50 (1.50–1.50)×"), "{s}");
+        assert!(!s.contains("saturated"));
+        r.background = vec![1.9; 7];
+        assert!(r.section().contains("saturated throughout"));
     }
 }
