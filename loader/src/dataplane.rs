@@ -538,8 +538,22 @@ impl Dataplane {
         self.apply_report(cfg).map(|r| r.prefilter)
     }
 
-    /// Updates map contents from `cfg` (prefilter, load balancing, mesh) without attaching or
-    /// detaching anything. A failure puts back every entry this call wrote.
+    /// Whether the network policy of `cfg` is the one in force here (read only: the policy's
+    /// active bank holds exactly what `cfg` compiles to).
+    ///
+    /// # Errors
+    /// A policy that does not compile, a pinned map that cannot be opened or read.
+    pub fn policy_in_force(&self, cfg: &Config) -> Result<bool, Error> {
+        if !self.pin_dir.join(MAPS_DIR).is_dir() {
+            return Ok(cfg.policies.is_empty());
+        }
+        let _lock = PinDirLock::take(&self.pin_dir)?;
+        let maps = MapSet::open_pinned(&self.pin_dir, |m| policy_maps::set_capacities(m, cfg))?;
+        policy_maps::in_force(&maps, cfg)
+    }
+
+    /// Updates map contents from `cfg` (prefilter, load balancing, policy, fast path, mesh)
+    /// without attaching or detaching anything. A failure puts back every entry this call wrote.
     ///
     /// # Errors
     /// Returns an error when weir is not loaded at this pin dir, or a map write fails.

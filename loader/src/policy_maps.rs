@@ -247,8 +247,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
     let enc = |v: &[(u32, PolRuleSet)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
     write(pm.rulesets, enc(&plan.rule_sets), &mut unread)?;
 
-    // Its endpoints (left-overs of an interrupted apply go first), the switch, then the old
-    // bank's endpoints.
+    // Its endpoints (what an earlier apply left in this bank goes first), then the switch.
     for k in pm.endpoints_of(target)?.keys() {
         if !plan.endpoints.contains_key(k) {
             contents::delete_entry(pm.endpoints, &k.encode(), undo)?;
@@ -258,9 +257,9 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
         contents::write_entry(pm.endpoints, &k.encode(), &v.encode(), undo)?;
     }
     contents::write_entry(pm.active, &0u32.encode(), &target.encode(), undo)?;
-    for k in pm.endpoints_of(active)?.keys() {
-        contents::delete_entry(pm.endpoints, &k.encode(), undo)?;
-    }
+    // The old bank's entries stay until the next apply writes that bank (its left-overs go
+    // first, above): a packet that read the old bank number just before the switch may still
+    // look them up, and must find its policy, not an endpoint without one.
     change.switched = true;
     change.bank = target;
     log::debug!(
@@ -270,6 +269,23 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
         plan.bitmaps.len()
     );
     Ok(change)
+}
+
+/// Whether the policy of `cfg` is the one in force: the active bank holds exactly its plan.
+/// Reads only. `Ok(true)` when the loaded objects have no policy maps and `cfg` no policy.
+///
+/// # Errors
+/// A compile or capacity problem, or a map that cannot be read.
+pub fn in_force(maps: &MapSet, cfg: &Config) -> Result<bool, Error> {
+    let Some(pm) = PolicyMaps::of(maps) else {
+        return Ok(cfg.policies.is_empty());
+    };
+    let compiled = crate::policy::compile(cfg).map_err(|e| Error::map(MAP_RULES, e.to_string()))?;
+    let index = ifindices(cfg)?;
+    let lookup = |name: &str| index.get(name).copied();
+    let plan = kernel::plan_bank(cfg, &compiled, pm.active_bank()?, pm.sizes()?, &lookup)
+        .map_err(|e| Error::map(MAP_RULESETS, e.to_string()))?;
+    pm.holds(&plan)
 }
 
 /// Entries in the conntrack table (by walking it).

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use weir::sandbox::ADDR_B4;
+use weir::Dataplane;
 
 use crate::common::*;
 
@@ -148,7 +149,6 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
         recvfrom, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
         SockaddrIn,
     };
-    use weir::Dataplane;
 
     const UPGRADES: usize = 20;
     let sb = sandbox("hit");
@@ -375,15 +375,42 @@ fn killed_commands_converge(tag: &str, attach: &str) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let body = |deny: &str| {
+    // Old and new differ in every part: deny list, and the port the host endpoint's policy allows.
+    let body = |deny: &str, port: u16| {
         format!(
-            "interface {} role=host xdp=native tc=on attach={attach}\ncgroup {}\n\
-             prefilter deny {deny}\nservice web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n",
+            "interface {} role=host xdp=native tc=on attach={attach} labels=app:web\ncgroup {}\n\
+             prefilter deny {deny}\nservice web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n\
+             policy web selector=\"app == 'web'\"\n\
+             rule web ingress allow proto=tcp dport={port}\n",
             sb.veth_b, sb.cgroup
         )
     };
-    let old = ConfigFile::new(&sb, &body(&list(3000, 10)));
-    let new = ConfigFile::new(&sb, &body(&list(3000, 11)));
+    let (old_text, new_text) = (body(&list(3000, 10), 80), body(&list(3000, 11), 81));
+    let old = ConfigFile::new(&sb, &old_text);
+    let new = ConfigFile::new(&sb, &new_text);
+    let (old_cfg, new_cfg) = (
+        weir::config::parse("old", &old_text).expect("old config"),
+        weir::config::parse("new", &new_text).expect("new config"),
+    );
+    // With the TC program attached, the policy in force is the old one or the new one, whole.
+    let policy_whole = |when: &str| {
+        let st = status(&sb);
+        if st.attachments.iter().any(|a| a.prog_name == "tc_ingress") {
+            let dp = Dataplane::new(sb.pin_dir.clone());
+            let (o, n) = sb
+                .in_b(|| {
+                    (
+                        dp.policy_in_force(&old_cfg).expect("reading the policy"),
+                        dp.policy_in_force(&new_cfg).expect("reading the policy"),
+                    )
+                })
+                .expect("netns");
+            assert!(
+                o || n,
+                "{when}: the policy in force is neither the old nor the new one"
+            );
+        }
+    };
     // The reference: a clean load of each config, and how long a cold load takes.
     let t = Instant::now();
     ok(weir_in(&sb, &["load", "--config", &old.arg()]));
@@ -407,6 +434,7 @@ fn killed_commands_converge(tag: &str, attach: &str) {
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         killed += u32::from(killed_after(&sb, &args, delay));
+        policy_whole(&format!("kill {i} ({args:?} after {delay:?})"));
         let out = weir_in(&sb, &["load", "--config", &new.arg()]);
         assert!(
             out.status.success(),
@@ -417,6 +445,13 @@ fn killed_commands_converge(tag: &str, attach: &str) {
             &shape(&status(&sb)),
             want,
             "kill {i} ({args:?} after {delay:?})"
+        );
+        let dp = Dataplane::new(sb.pin_dir.clone());
+        assert!(
+            sb.in_b(|| dp.policy_in_force(&new_cfg))
+                .expect("netns")
+                .expect("reading the policy"),
+            "kill {i}: the converged policy is not the new one"
         );
         if i % 2 == 0 {
             // Every other time an unload is killed too; the next unload must still leave nothing.
