@@ -185,6 +185,19 @@ impl fmt::Display for ApplyReport {
     }
 }
 
+/// Writes every map's contents for `cfg` (what `load` and `apply` share), each part as a
+/// difference against what its maps hold, recording every write in `writes` so the caller can
+/// roll them all back.
+fn write_contents(maps: &MapSet, cfg: &Config, writes: &mut Undo) -> Result<ApplyReport, Error> {
+    Ok(ApplyReport {
+        prefilter: prefilter::apply(maps, cfg, writes)?,
+        lb: lb::apply(maps, cfg, writes)?,
+        policy: policy_maps::apply(maps, cfg, writes)?,
+        fastpath: fastpath::apply(maps, cfg, writes)?,
+        mesh: mesh::apply(maps, cfg, writes)?,
+    })
+}
+
 /// An exclusive lock on the pin directory, so two weir commands never interleave. Released when
 /// dropped (or when the process dies: a SIGKILLed weir never leaves a stale lock behind).
 struct PinDirLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
@@ -419,41 +432,18 @@ impl Dataplane {
 
         // Map contents before attachments, so a new program never runs on an empty deny list.
         let mut writes = Undo::default();
-        report.prefilter = match prefilter::apply(maps, cfg, &mut writes) {
-            Ok(change) => change,
+        let contents = match write_contents(maps, cfg, &mut writes) {
+            Ok(c) => c,
             Err(e) => {
                 writes.rollback(maps);
                 return Err(e);
             }
         };
-        report.lb = match lb::apply(maps, cfg, &mut writes) {
-            Ok(change) => change,
-            Err(e) => {
-                writes.rollback(maps);
-                return Err(e);
-            }
-        };
-        report.policy = match policy_maps::apply(maps, cfg, &mut writes) {
-            Ok(change) => change,
-            Err(e) => {
-                writes.rollback(maps);
-                return Err(e);
-            }
-        };
-        report.fastpath = match fastpath::apply(maps, cfg, &mut writes) {
-            Ok(change) => change,
-            Err(e) => {
-                writes.rollback(maps);
-                return Err(e);
-            }
-        };
-        report.mesh = match mesh::apply(maps, cfg, &mut writes) {
-            Ok(change) => change,
-            Err(e) => {
-                writes.rollback(maps);
-                return Err(e);
-            }
-        };
+        report.prefilter = contents.prefilter;
+        report.lb = contents.lb;
+        report.policy = contents.policy;
+        report.fastpath = contents.fastpath;
+        report.mesh = contents.mesh;
         if maps.get(prefilter::MAP_V4).is_none() && !cfg.prefilter.deny.is_empty() {
             log::warn!("the config denies networks but no interface has xdp on: the deny list is not loaded");
         }
@@ -603,15 +593,7 @@ impl Dataplane {
             )));
         }
         let mut writes = Undo::default();
-        let result = prefilter::apply(&maps, cfg, &mut writes).and_then(|prefilter| {
-            Ok(ApplyReport {
-                prefilter,
-                lb: lb::apply(&maps, cfg, &mut writes)?,
-                fastpath: fastpath::apply(&maps, cfg, &mut writes)?,
-                policy: policy_maps::apply(&maps, cfg, &mut writes)?,
-                mesh: mesh::apply(&maps, cfg, &mut writes)?,
-            })
-        });
+        let result = write_contents(&maps, cfg, &mut writes);
         if result.is_err() {
             writes.rollback(&maps);
         }

@@ -28,6 +28,7 @@
 #include "weir_maps.h"
 #include "weir_net.h"
 #include "weir_count.h"
+#include "weir_failsafe.h"
 
 /* struct weir_if_key is the tail of struct weir_pol_ep_key: the count reuses the key. */
 _Static_assert(__builtin_offsetof(struct weir_pol_ep_key, hook) -
@@ -755,27 +756,9 @@ static __always_inline int weir_is_nd(const struct weir_pol_pkt *p)
 
 static __always_inline int weir_failsafe(const struct weir_pol_pkt *p)
 {
-	__u32 word;
-	__u64 *bits;
+	int base = weir_failsafe_base(p->proto);
 
-	if (!p->has_ports)
-		return 0;
-	switch (p->proto) {
-	case WEIR_IPPROTO_TCP:
-		word = WEIR_FAILSAFE_SLOT_TCP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	case WEIR_IPPROTO_UDP:
-		word = WEIR_FAILSAFE_SLOT_UDP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	case WEIR_IPPROTO_SCTP:
-		word = WEIR_FAILSAFE_SLOT_SCTP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	default:
-		return 0;
-	}
-	word += p->dport >> 6;
-	bits = bpf_map_lookup_elem(&failsafe_in, &word);
-	return bits && ((*bits >> (p->dport & 63)) & 1);
+	return p->has_ports && base >= 0 && weir_failsafe_port(base, p->dport);
 }
 
 static __always_inline void weir_host_words(__u32 *out, const __u32 *net, __u8 family)

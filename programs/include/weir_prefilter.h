@@ -20,6 +20,7 @@
 #include "weir_bpf.h"
 #include "weir_maps.h"
 #include "weir_net.h"
+#include "weir_failsafe.h"
 
 #define WEIR_MAX_VLAN_TAGS 2
 /* IPv6 extension headers walked to find L4. A longer chain is judged by address alone, so a
@@ -37,32 +38,16 @@ static __always_inline __u32 weir_prefilter_l4(void *data, void *data_end, __u8 
 					       __u32 off)
 {
 	struct weir_l4_ports *ports;
-	__u64 *bits;
-	__u32 word;
-	__u16 port;
+	int base = weir_failsafe_base(proto);
 
-	switch (proto) {
-	case WEIR_IPPROTO_TCP:
-		word = WEIR_FAILSAFE_SLOT_TCP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	case WEIR_IPPROTO_UDP:
-		word = WEIR_FAILSAFE_SLOT_UDP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	case WEIR_IPPROTO_SCTP:
-		word = WEIR_FAILSAFE_SLOT_SCTP * WEIR_FAILSAFE_WORDS_PER_SLOT;
-		break;
-	default:
+	if (base < 0)
 		return WEIR_PREFILTER_DROPPED; /* no port: no failsafe */
-	}
 	if (off > WEIR_MAX_HDR_OFF)
 		return WEIR_PREFILTER_UNPARSED;
 	ports = data + off;
 	if ((void *)(ports + 1) > data_end)
 		return WEIR_PREFILTER_UNPARSED; /* truncated: the stack discards it */
-	port = weir_ntohs(ports->dest);
-	word += port >> 6;
-	bits = bpf_map_lookup_elem(&failsafe_in, &word);
-	if (bits && ((*bits >> (port & 63)) & 1))
+	if (weir_failsafe_port(base, weir_ntohs(ports->dest)))
 		return WEIR_PREFILTER_FAILSAFE;
 	return WEIR_PREFILTER_DROPPED;
 }
