@@ -30,6 +30,8 @@ pub struct Event {
     pub ts_ns: u64,
     /// The endpoint's interface index.
     pub ifindex: u32,
+    /// Its name, when the reader could resolve it (in the reader's network namespace).
+    pub interface: Option<String>,
     /// `deny`, `log` or `audit`.
     pub verdict: &'static str,
     /// `ingress` or `egress` (the endpoint's view).
@@ -69,6 +71,7 @@ impl Event {
         Some(Event {
             ts_ns: e.ts_ns,
             ifindex: e.ifindex,
+            interface: None,
             verdict: match e.verdict {
                 pol::EV_DENY => "deny",
                 pol::EV_LOG => "log",
@@ -96,10 +99,16 @@ impl Event {
     pub fn json(&self) -> String {
         let opt = |v: Option<u32>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
         format!(
-            "{{\"ts_ns\":{},\"ifindex\":{},\"verdict\":\"{}\",\"direction\":\"{}\",\"rule\":{},\
-             \"policy\":{},\"proto\":{},\"src\":\"{}\",\"dst\":\"{}\",\"sport\":{},\"dport\":{},\"len\":{}}}",
+            "{{\"ts_ns\":{},\"ifindex\":{},\"interface\":{},\"verdict\":\"{}\",\"direction\":\"{}\",\
+             \"rule\":{},\"policy\":{},\"proto\":{},\"src\":\"{}\",\"dst\":\"{}\",\"sport\":{},\
+             \"dport\":{},\"len\":{}}}",
             self.ts_ns,
             self.ifindex,
+            // The kernel allows quotes and backslashes in interface names: escape them.
+            self.interface.as_deref().map_or_else(
+                || "null".to_owned(),
+                |n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\""))
+            ),
             self.verdict,
             self.direction,
             opt(self.rule),
@@ -124,10 +133,13 @@ impl fmt::Display for Event {
         };
         write!(
             f,
-            "{} {} ifindex {} {proto} {} -> {} len {} rule {} policy {}",
+            "{} {} {} {proto} {} -> {} len {} rule {} policy {}",
             self.verdict,
             self.direction,
-            self.ifindex,
+            self.interface.as_deref().map_or_else(
+                || format!("ifindex {}", self.ifindex),
+                |n| format!("interface {n}")
+            ),
             ep(self.src, self.sport),
             ep(self.dst, self.dport),
             self.len,
@@ -192,10 +204,22 @@ pub fn spawn(pin_dir: &Path) -> Result<(crossbeam_channel::Receiver<Event>, Read
         .name("weir-events".into())
         .spawn(move || {
             let mut open = true;
+            // Interface names by index, asked once each (the thread runs in the namespace the
+            // command entered).
+            let mut names: std::collections::HashMap<u32, Option<String>> =
+                std::collections::HashMap::new();
+            let mut nl = crate::sys::netlink::Netlink::open().ok();
             while open && !flag.load(Ordering::Relaxed) {
                 // A short wait, so a stop request is seen promptly.
                 let r = ring.poll(100, |bytes| {
-                    if let Some(e) = Event::decode(bytes) {
+                    if let Some(mut e) = Event::decode(bytes) {
+                        e.interface = names
+                            .entry(e.ifindex)
+                            .or_insert_with(|| {
+                                nl.as_mut()
+                                    .and_then(|nl| nl.link_name(e.ifindex).ok().flatten())
+                            })
+                            .clone();
                         open = open && tx.send(e).is_ok();
                     }
                 });
@@ -247,10 +271,20 @@ mod tests {
         );
         assert_eq!(
             e.json(),
-            "{\"ts_ns\":5,\"ifindex\":7,\"verdict\":\"deny\",\"direction\":\"ingress\",\"rule\":null,\
-             \"policy\":null,\"proto\":6,\"src\":\"198.18.0.1\",\"dst\":\"198.19.1.2\",\"sport\":40000,\
+            "{\"ts_ns\":5,\"ifindex\":7,\"interface\":null,\"verdict\":\"deny\",\"direction\":\"ingress\",\
+             \"rule\":null,\"policy\":null,\"proto\":6,\"src\":\"198.18.0.1\",\"dst\":\"198.19.1.2\",\"sport\":40000,\
              \"dport\":81,\"len\":74}"
         );
+        let named = Event {
+            interface: Some("veth\"1".into()),
+            ..e
+        };
+        assert!(named
+            .to_string()
+            .starts_with("deny ingress interface veth\"1 tcp"));
+        assert!(named
+            .json()
+            .contains("\"ifindex\":7,\"interface\":\"veth\\\"1\","));
         assert_eq!(Event::decode(&[0u8; 3]), None);
     }
 }
