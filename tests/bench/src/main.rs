@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p weir-bench -- b1 [--rounds N] [--scales 10,100,1000,10000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b3 [--rounds N] [--scales 1,100,1000,10000,30000,100000] [--no-write]
+//! cargo run --release -p weir-bench -- b4 [--rounds N] [--scales 100,1000,10000,100000] [--weir PATH] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
 //! cargo run --release -p weir-bench -- b6 [--rounds N] [--seconds N] [--no-write]
 //! cargo run --release -p weir-bench -- b8 [--rounds N] [--ms N] [--conns N] [--no-write]
@@ -17,6 +18,7 @@
 
 mod b1;
 mod b3;
+mod b4;
 mod b5;
 mod b6;
 mod b8;
@@ -42,6 +44,9 @@ Benchmarks:
   b3   connect-time load balancing: connections/s and connect() latency to a VIP
        over 1 -> 100k services; competitors: kube-proxy's iptables (DNAT) and
        nftables (vmap) layouts, a direct connect to the backend (the floor)
+  b4   control plane: time to apply one change with N entries present, and a bulk
+       load of N, over 100 -> 100k CIDRs in a set a rule references; competitors:
+       iptables-restore (whole table, --noflush), ipset restore/add, nft -f
   b5   loader cold load+attach of everything, binary size, peak RSS;
        competitor: the same objects loaded with bpftool + ip + tc
   b6   throughput and CPU per Gbit (iperf3, TCP and UDP) over a routed veth node:
@@ -67,6 +72,12 @@ Options of b3:
   --nft-max N       largest N with the nft variant (default: every N)
   --ms N            minimum wall time of one measurement (default 150)
   --conns N         minimum connections of one measurement (default 300)
+  --no-write        print the section but leave BENCHMARKS.md alone
+
+Options of b4:
+  --rounds N        interleaved timed rounds (default 7, at least 7)
+  --scales A,B,..   numbers of entries (default 100,1000,10000,100000)
+  --weir PATH       time this weir binary's `apply` instead of building the static musl one
   --no-write        print the section but leave BENCHMARKS.md alone
 
 Options of b5:
@@ -107,6 +118,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weir-bench b3: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        Some("b4") => match b4::Options::parse(&args[1..]) {
+            Ok(opts) => match b4::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b4: error: {e}");
                     ExitCode::from(1)
                 }
             },
