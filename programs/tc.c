@@ -6,62 +6,6 @@
  * Allowed packets and packets weir has no verdict on return TC_ACT_UNSPEC, so the next TC
  * program (TCX or clsact) and netfilter still see them; denied ones TC_ACT_SHOT.
  */
-#include "weir_bpf.h"
-#include "weir_maps.h"
-#include "weir_count.h"
-
-WEIR_DEFINE_MAP_IF_COUNTERS;
-WEIR_DEFINE_MAP_FAILSAFE_IN;
-WEIR_DEFINE_MAP_POL_ACTIVE;
-WEIR_DEFINE_MAP_POL_ENDPOINTS;
-WEIR_DEFINE_MAP_POL_RULESETS;
-WEIR_DEFINE_MAP_POL_ROOT;
-WEIR_DEFINE_MAP_POL_NODES;
-WEIR_DEFINE_MAP_POL_BITMAPS;
-WEIR_DEFINE_MAP_POL_RULES;
-WEIR_DEFINE_MAP_POL_CT;
-WEIR_DEFINE_MAP_POL_RULE_CTRS;
-WEIR_DEFINE_MAP_POL_POL_CTRS;
-WEIR_DEFINE_MAP_POL_STATS;
-WEIR_DEFINE_MAP_POL_EV_RATE;
-WEIR_DEFINE_MAP_POL_EVENTS;
-WEIR_DEFINE_MAP_FP_ROUTES_V4;
-WEIR_DEFINE_MAP_FP_ROUTES_V6;
-WEIR_DEFINE_MAP_FP_ENDPOINTS;
-WEIR_DEFINE_MAP_FP_MACS;
-
-#include "weir_policy.h"
-#include "weir_fastpath.h"
-
-/*
- * aya-obj 0.3.0 only knows "classifier" for TC; the attach point picks the direction.
- *
- * Ingress: this interface's policy first; then, for what it allows, the fast path. A packet
- * for a local workload is judged by that workload's ingress policy (its veth's TC egress, the
- * hook bpf_redirect_peer skips) before it is redirected: the fast path never bypasses policy,
- * and a packet it denies is dropped here, counted and reported once.
- */
-SEC("classifier")
-int tc_ingress(struct __sk_buff *skb)
-{
-	int target;
-
-	if (weir_policy_at(skb, skb->ifindex, WEIR_HOOK_TC_INGRESS, 1) == TC_ACT_SHOT)
-		return TC_ACT_SHOT;
-	target = weir_fastpath_target(skb);
-	if (target == WEIR_FP_ROUTE_OUT)
-		return weir_fastpath_out(skb);
-	if (target < 0)
-		return TC_ACT_UNSPEC;
-	if (weir_policy_at(skb, target, WEIR_HOOK_TC_EGRESS, 0) == TC_ACT_SHOT)
-		return TC_ACT_SHOT;
-	return weir_fastpath_peer(skb, target);
-}
-
-SEC("classifier")
-int tc_egress(struct __sk_buff *skb)
-{
-	return weir_policy_at(skb, skb->ifindex, WEIR_HOOK_TC_EGRESS, 1);
-}
+#include "weir_tc.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -36,6 +36,11 @@ _Static_assert(__builtin_offsetof(struct weir_pol_ep_key, hook) -
 		       __builtin_offsetof(struct weir_if_key, hook),
 	       "weir_pol_ep_key embeds weir_if_key");
 
+/* Counted on top of every packet's length (0; the upgrade test's "next version" sets 2). */
+#ifndef WEIR_TC_EXTRA_BYTES
+#define WEIR_TC_EXTRA_BYTES 0
+#endif
+
 #define WEIR_POL_L3_OFF 14
 #define WEIR_POL_IPV6_MAX_EXT 8
 /* Chunk levels below the 8-bit root: (128 - 8) / 4 for IPv6. */
@@ -796,7 +801,7 @@ __attribute__((noinline)) int weir_policy_at(struct __sk_buff *skb, __u32 ifinde
 	ek.ifindex = ifindex;
 	ek.hook = hook;
 	if (count)
-		weir_count_hash(&if_counters, &ek.ifindex, skb->len);
+		weir_count_hash(&if_counters, &ek.ifindex, skb->len + WEIR_TC_EXTRA_BYTES);
 	bank = bpf_map_lookup_elem(&pol_active, &zero);
 	if (!bank)
 		return TC_ACT_UNSPEC;

@@ -152,9 +152,14 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
 
     const UPGRADES: usize = 20;
     let sb = sandbox("hit");
+    // A policy on b's interface: the stream and the pings in, nothing out but what conntrack
+    // allows (the replies), so the flows live in conntrack across the upgrades.
     let text = format!(
-        "interface {} role=host xdp=native tc=on\ncgroup {}\nprefilter deny 192.0.2.0/24\n\
-         service web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n",
+        "interface {} role=host xdp=native tc=on labels=app:web\ncgroup {}\n\
+         prefilter deny 192.0.2.0/24\nservice web 10.96.0.1:80/tcp backends={ADDR_B4}:7001\n\
+         policy web selector=\"app == 'web'\" types=ingress,egress\n\
+         rule web ingress allow proto=tcp dport=7100\n\
+         rule web ingress allow proto=icmp icmp-type=8\n",
         sb.veth_b, sb.cgroup
     );
     let cfg = weir::config::parse("t", &text).expect("config");
@@ -285,6 +290,15 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
     };
 
     std::thread::sleep(Duration::from_millis(300));
+    let ct_id = |st: &weir::status::Status| {
+        st.maps
+            .iter()
+            .find(|m| m.name == "pol_ct")
+            .map(|m| m.id)
+            .expect("pol_ct in status")
+    };
+    let before = status(&sb);
+    assert!(before.conntrack_entries.unwrap_or(0) >= 2, "{before}");
     for i in 0..UPGRADES {
         let (dp, what) = if i % 2 == 0 {
             (&next, "the next build")
@@ -322,6 +336,15 @@ fn twenty_upgrades_under_traffic_lose_no_packet_and_keep_the_tcp_connection() {
     assert_eq!(received.load(Ordering::Relaxed), sent_bytes);
     assert!(pings > 500, "the flood ran: {pings}");
     assert_eq!(got, pings, "ping replies lost during the upgrades");
+
+    // The conntrack table is the one from before the upgrades, with the flows still in it.
+    let after = status(&sb);
+    assert_eq!(
+        ct_id(&after),
+        ct_id(&before),
+        "conntrack map replaced:\n{after}"
+    );
+    assert!(after.conntrack_entries.unwrap_or(0) >= 2, "{after}");
 
     sb.in_b(|| current.unload()).unwrap().expect("unload");
     assert_eq!(residue(&sb), Vec::<String>::new());
