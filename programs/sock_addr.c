@@ -94,7 +94,8 @@ static __always_inline int lb_pick(void *ctx, const struct weir_lb_svc_key *key,
 
 	if (!svc || (svc->flags & WEIR_LB_SVC_EXCLUDED))
 		return LB_PASS;
-	if (lb_excluded())
+	/* The cgroup walk only when some cgroup is excluded: it costs about 0.4 µs a connect. */
+	if ((svc->flags & WEIR_LB_SVC_CHECK_CGROUPS) && lb_excluded())
 		return LB_PASS;
 	slots = svc->slots;
 	if (slots == 0 || slots > WEIR_LB_MAX_SLOTS)

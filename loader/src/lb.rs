@@ -253,6 +253,9 @@ pub fn compile(
         if svc.excluded {
             flags |= lb::SVC_EXCLUDED;
         }
+        if !excluded.is_empty() {
+            flags |= lb::SVC_CHECK_CGROUPS;
+        }
         out.services.push((
             key,
             LbService {
@@ -690,13 +693,23 @@ mod tests {
             LbService {
                 id: 1,
                 slots: 4,
-                flags: lb::SVC_AFFINITY,
+                // Excluded cgroups exist: every service asks for the cgroup walk.
+                flags: lb::SVC_AFFINITY | lb::SVC_CHECK_CGROUPS,
                 affinity_timeout_s: 5
             }
         );
         assert_eq!(d.services[1].1.id, 2);
         assert_eq!(d.services[1].1.slots, 0);
-        assert_eq!(d.services[1].1.flags, lb::SVC_EXCLUDED);
+        assert_eq!(
+            d.services[1].1.flags,
+            lb::SVC_EXCLUDED | lb::SVC_CHECK_CGROUPS
+        );
+        // Without excluded cgroups nothing walks them.
+        let plain = compile(&c, &HashMap::new(), &BTreeMap::new(), &[]).unwrap();
+        assert!(plain
+            .services
+            .iter()
+            .all(|(_, s)| s.flags & lb::SVC_CHECK_CGROUPS == 0));
         assert_eq!(
             d.backends.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             [1, 2]

@@ -43,6 +43,7 @@
 /* Connect-time load balancing: service and backend flags, limits. */
 #define WEIR_LB_SVC_AFFINITY 1
 #define WEIR_LB_SVC_EXCLUDED 2
+#define WEIR_LB_SVC_CHECK_CGROUPS 4
 #define WEIR_LB_BACKEND_DRAINED 1
 #define WEIR_LB_MAX_SLOTS 1024
 #define WEIR_LB_MAX_CGROUP_DEPTH 16
