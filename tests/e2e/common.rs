@@ -207,11 +207,20 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
         left.push(format!("clsact qdisc on {}", sb.veth_b));
     }
     let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
-    // Every hook weir attaches at a cgroup, from the embedded program list.
-    for t in weir::embedded::PROGS_SOCK
+    // Every hook weir attaches at a cgroup, from the embedded program lists (connect-time LB
+    // and the service mesh: sockops and getsockopt too).
+    let mut hooks: Vec<u32> = weir::embedded::PROGS_SOCK
         .iter()
         .map(|(_, hook)| hook.attach_type())
-    {
+        .chain(
+            weir::embedded::PROGS_MESH
+                .iter()
+                .map(|(_, hook)| hook.attach_type()),
+        )
+        .collect();
+    hooks.sort_unstable();
+    hooks.dedup();
+    for t in hooks {
         let ids = bpf::prog_query(bpf::LinkTarget::Fd(dir.as_fd()), t, 0)
             .expect("cgroup query")
             .prog_ids;
