@@ -35,7 +35,7 @@
 //! with 10,000 CIDRs in sets (11 rule sets) in about 0.1 s in a release build, and 1,000
 //! endpoints with a rule set of their own each (256,000 rules, a million prefixes) in about 1 s.
 //!
-//! # Proposed kernel layout
+//! # Kernel layout (`kernel.rs` plans it, `policy_maps.rs` writes it, `weir_policy.h` reads it)
 //! Every lookup below is an array read (the verifier inlines them), and none scans rules or
 //! CIDRs, so the cost of classifying a new flow is flat in the number of rules and CIDRs. The
 //! kernel's LPM trie is avoided on purpose: the prefilter measured its lookup growing ~20 ns per
@@ -44,13 +44,17 @@
 //!
 //! | map | type | key | value |
 //! |---|---|---|---|
-//! | `pol_endpoints` | HASH | `{ifindex u32, direction u32}` | `{ruleset u32}` (absent: no policy, allow) |
+//! | `pol_active` | ARRAY | 0 | the bank in force (0 or 1) |
+//! | `pol_endpoints` | HASH | `{bank u32, ifindex u32, hook u32}` | `{ruleset u32, direction u32, flags u32}` (absent: no policy, allow) |
 //! | `pol_rulesets` | ARRAY | ruleset id | `{flags u32 (ENFORCED, AUDITED), nrules u32, no_ports_bm u32, no_icmp_bm u32, log_bm u32, audit_bm u32, table u32}` |
 //! | `pol_root` | ARRAY | `table * 256 + first byte of the key` | slot `u32` |
 //! | `pol_nodes` | ARRAY | chunk number | 16 slots `u32` (64 bytes): the next 4 key bits |
 //! | `pol_bitmaps` | ARRAY | bitmap id | `u64[4]`: 256 rule bits |
 //! | `pol_rules` | ARRAY | `ruleset * 256 + bit` | `{rule_id u32, policy_id u16, action u8, audit u8, policy_last u16, pad u16}` |
-//! | `pol_rule_counters` | PERCPU_ARRAY | rule id | `{packets u64, bytes u64}` |
+//! | `pol_rule_ctrs` | PERCPU_ARRAY | rule id | `{packets u64, bytes u64}` |
+//! | `pol_ct` | LRU_HASH | the flow as the endpoint sees it | state, timestamps, the allowing rule |
+//!
+//! Every array holds two banks (ids in the second half for bank 1).
 //!
 //! A rule set owns six consecutive tables (`table`, `table + 1`, …): protocol (8-bit keys:
 //! root only), remote IPv4 (32 bits), remote IPv6 (128 bits), source port, destination port
@@ -69,12 +73,12 @@
 //! it). With audit policies present the steps run a second time over the unmasked bitmap.
 //! Established and related packets skip all of it (conntrack).
 //!
-//! **Atomic apply.** Tables are written as the prefilter plans its chunks: new rule sets,
-//! tables, chunks and bitmaps go to ids that nothing reachable uses, then `pol_endpoints`
-//! entries are switched. For "all endpoints at once", key `pol_endpoints` by a bank bit as well
-//! and flip one `pol_active` array entry last: every packet then reads either the old or the new
-//! policy, never a mix. Ids freed by an apply are reused only by the next one, once no program
-//! can still be walking them.
+//! **Atomic apply.** `weir load` / `weir apply` write the whole new policy into the bank no
+//! packet reads (its tables, then its `pol_endpoints` entries), then flip `pol_active`: every
+//! packet reads either the old or the new policy, never a mix, and a SIGKILL leaves one of the
+//! two whole. The old bank's entries stay until the next apply writes that bank (a packet that
+//! read the old bank number just before the flip still finds its policy). An identical config
+//! writes nothing; any change rewrites the inactive bank (O(N): B4 in BENCHMARKS.md).
 //!
 //! [`ROOT_BITS`] and [`STRIDE`] are the layout's parameters; [`Stats`] counts the chunks a
 //! config needs under them.
