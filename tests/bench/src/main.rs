@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p weir-bench -- b1 [--rounds N] [--scales 10,100,1000,10000,100000] [--no-write]
+//! cargo run --release -p weir-bench -- b2 [--rounds N] [--scales 10,100,1000,10000] [--datagrams N] [--no-write]
 //! cargo run --release -p weir-bench -- b3 [--rounds N] [--scales 1,100,1000,10000,30000,100000] [--no-write]
 //! cargo run --release -p weir-bench -- b4 [--rounds N] [--scales 100,1000,10000,100000] [--weir PATH] [--no-write]
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod b1;
+mod b2;
 mod b3;
 mod b4;
 mod b5;
@@ -41,6 +43,9 @@ Usage: weir-bench <BENCHMARK> [OPTIONS]
 Benchmarks:
   b1   XDP prefilter: cost per dropped / passed packet over 10 -> 100k CIDRs;
        competitors: iptables raw (linear, ipset), nft netdev set, an empty XDP program
+  b2   TC network policy: CPU per new flow and per established packet with
+       10 -> 10k rules / CIDRs on a workload's ingress; competitors: an iptables
+       per-endpoint chain (conntrack first), iptables + ipset, nft concatenated set
   b3   connect-time load balancing: connections/s and connect() latency to a VIP
        over 1 -> 100k services; competitors: kube-proxy's iptables (DNAT) and
        nftables (vmap) layouts, a direct connect to the backend (the floor)
@@ -63,6 +68,12 @@ Options of b1:
   --target-ms N     wall time per stack-level measurement (default 120)
   --seed N          deny-list seed (default 177)
   --no-native       skip the natively attached (veth relay) variant
+  --no-write        print the section but leave BENCHMARKS.md alone
+
+Options of b2:
+  --rounds N        interleaved timed rounds (default 7, at least 7)
+  --scales A,B,..   rules / CIDRs per endpoint (default 10,100,1000,10000)
+  --datagrams N     datagrams per burst (default 4000)
   --no-write        print the section but leave BENCHMARKS.md alone
 
 Options of b3:
@@ -108,6 +119,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weir-bench b1: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        Some("b2") => match b2::Options::parse(&args[1..]) {
+            Ok(opts) => match b2::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench b2: error: {e}");
                     ExitCode::from(1)
                 }
             },
