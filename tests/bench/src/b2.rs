@@ -862,20 +862,17 @@ type Samples = Vec<Vec<Vec<Vec<Meas>>>>;
 /// A missing prerequisite, a failed command, a variant that lost datagrams, or counters that
 /// show a variant did not take the path it stands for.
 pub fn run(opts: &Options) -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("B2 builds namespaces and loads BPF programs: run it as root".into());
-    }
     let t0 = Instant::now();
-    env::ensure_tools(&[
-        ("ip", "iproute2"),
-        ("iptables", "iptables"),
-        ("iptables-restore", "iptables"),
-        ("ipset", "ipset"),
-        ("nft", "nftables"),
-    ])?;
-    weir::sys::bpffs::ensure_mounted(Path::new("/sys/fs/bpf"))
-        .map_err(|e| format!("mounting bpffs at /sys/fs/bpf: {e}"))?;
-    let mut facts = env::facts();
+    let mut facts = env::prelude(
+        "B2",
+        &[
+            ("ip", "iproute2"),
+            ("iptables", "iptables"),
+            ("iptables-restore", "iptables"),
+            ("ipset", "ipset"),
+            ("nft", "nftables"),
+        ],
+    )?;
     facts.tools = tool_versions();
     let scratch =
         Scratch(std::env::temp_dir().join(format!("weir-bench-b2-{}", std::process::id())));

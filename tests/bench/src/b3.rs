@@ -882,19 +882,16 @@ fn secs(d: Duration) -> String {
 /// # Errors
 /// A missing prerequisite, a failed command, or a variant that does not reach the backends.
 pub fn run(opts: &Options) -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("B3 loads BPF programs and builds namespaces: run it as root".into());
-    }
     let t0 = Instant::now();
-    env::ensure_tools(&[
-        ("ip", "iproute2"),
-        ("iptables", "iptables"),
-        ("iptables-restore", "iptables"),
-        ("nft", "nftables"),
-    ])?;
-    weir::sys::bpffs::ensure_mounted(Path::new("/sys/fs/bpf"))
-        .map_err(|e| format!("mounting bpffs at /sys/fs/bpf: {e}"))?;
-    let mut facts = env::facts();
+    let mut facts = env::prelude(
+        "B3",
+        &[
+            ("ip", "iproute2"),
+            ("iptables", "iptables"),
+            ("iptables-restore", "iptables"),
+            ("nft", "nftables"),
+        ],
+    )?;
     facts.tools = tool_versions();
     let self_exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let scratch =

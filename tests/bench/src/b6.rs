@@ -939,20 +939,17 @@ type Samples = Vec<Vec<Vec<Meas>>>;
 /// A missing prerequisite, a failed command, or a variant whose counters show it did not take
 /// the path it stands for.
 pub fn run(opts: &Options) -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("B6 builds namespaces and loads BPF programs: run it as root".into());
-    }
     let t0 = Instant::now();
-    env::ensure_tools(&[
-        ("ip", "iproute2"),
-        ("ss", "iproute2"),
-        ("iperf3", "iperf3"),
-        ("iptables", "iptables"),
-        ("iptables-restore", "iptables"),
-    ])?;
-    weir::sys::bpffs::ensure_mounted(Path::new("/sys/fs/bpf"))
-        .map_err(|e| format!("mounting bpffs at /sys/fs/bpf: {e}"))?;
-    let mut facts = env::facts();
+    let mut facts = env::prelude(
+        "B6",
+        &[
+            ("ip", "iproute2"),
+            ("ss", "iproute2"),
+            ("iperf3", "iperf3"),
+            ("iptables", "iptables"),
+            ("iptables-restore", "iptables"),
+        ],
+    )?;
     facts.tools = tool_versions();
     let scratch =
         Scratch(std::env::temp_dir().join(format!("weir-bench-b6-{}", std::process::id())));

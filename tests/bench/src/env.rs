@@ -155,6 +155,23 @@ pub struct Facts {
 }
 
 /// Collects date, kernel, commit and the competitor's tool versions.
+/// What every benchmark does first: refuse to run without root, install the competitors' tools
+/// that are missing, mount bpffs, and read the machine's facts for the report.
+///
+/// # Errors
+/// Not root, a tool that cannot be installed, or bpffs that cannot be mounted.
+pub fn prelude(bench: &str, tools: &[(&str, &str)]) -> Result<Facts, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!(
+            "{bench} builds namespaces and loads BPF programs: run it as root"
+        ));
+    }
+    ensure_tools(tools)?;
+    weir::sys::bpffs::ensure_mounted(Path::new("/sys/fs/bpf"))
+        .map_err(|e| format!("mounting bpffs at /sys/fs/bpf: {e}"))?;
+    Ok(facts())
+}
+
 pub fn facts() -> Facts {
     let first_line = |argv: &[&str]| {
         output_of(argv)
