@@ -21,6 +21,7 @@ const XDP_PASS: u32 = 2;
 
 const XDP_O: &[u8] = include_bytes!("../../programs/xdp.o");
 const UPGRADE_O: &[u8] = include_bytes!("../../programs/tests/upgrade.o");
+const TC_O: &[u8] = include_bytes!("../../programs/tc.o");
 
 /// IP protocol numbers / IPv6 next headers used below.
 const TCP: u8 = 6;
@@ -796,18 +797,14 @@ fn counters_are_exact_over_repeated_runs() {
 fn the_upgrade_test_object_shares_the_maps_and_differs_visibly() {
     let pf = Prefilter::load_objects(&[("xdp.o", XDP_O), ("upgrade.o", UPGRADE_O)]);
     let names: Vec<&str> = pf.maps.iter().map(|m| m.def.name).collect();
-    assert_eq!(
-        names,
-        [
-            "deny_v4_nodes",
-            "deny_v4_root",
-            "failsafe_in",
-            "if_counters",
-            "prefilter_stats",
-            "prefilter_v4",
-            "prefilter_v6"
-        ]
-    );
+    // The next version uses exactly the maps of the shipped XDP and TC objects, so an upgrade
+    // creates none and reuses every one (the policy's conntrack included).
+    let shipped = Prefilter::load_objects(&[("xdp.o", XDP_O), ("tc.o", TC_O)]);
+    let want: Vec<&str> = shipped.maps.iter().map(|m| m.def.name).collect();
+    assert_eq!(names, want);
+    for m in ["deny_v4_root", "failsafe_in", "if_counters", "pol_ct", "fp_routes_v4"] {
+        assert!(names.contains(&m), "{m} missing from {names:?}");
+    }
     let key = pf.deny4("198.51.100.7/32");
     let bad = ether(&[], ETH_IP, &ipv4(v4("198.51.100.7"), TCP, &tcp(80)));
     // Both loaded programs are called xdp_prefilter: run each by its fd.
