@@ -802,7 +802,13 @@ fn the_upgrade_test_object_shares_the_maps_and_differs_visibly() {
     let shipped = Prefilter::load_objects(&[("xdp.o", XDP_O), ("tc.o", TC_O)]);
     let want: Vec<&str> = shipped.maps.iter().map(|m| m.def.name).collect();
     assert_eq!(names, want);
-    for m in ["deny_v4_root", "failsafe_in", "if_counters", "pol_ct", "fp_routes_v4"] {
+    for m in [
+        "deny_v4_root",
+        "failsafe_in",
+        "if_counters",
+        "pol_ct",
+        "fp_routes_v4",
+    ] {
         assert!(names.contains(&m), "{m} missing from {names:?}");
     }
     let key = pf.deny4("198.51.100.7/32");
