@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir::contents::{self, Undo};
@@ -1745,15 +1745,6 @@ impl Report<'_> {
 // ---------------------------------------------------------------------------------------------
 // The run
 
-/// Scratch files (rule files), removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn tool_versions() -> Vec<String> {
     let first = |argv: &[&str]| {
         output_of(argv)
@@ -1786,10 +1777,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     ])?;
     let mut facts = env::facts();
     facts.tools = tool_versions();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b1-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b1")?;
 
     let nmax = *opts.scales.last().expect("scales");
     let list = DenyList::generate(nmax, opts.seed);

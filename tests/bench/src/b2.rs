@@ -809,15 +809,6 @@ impl Node {
     }
 }
 
-/// Scratch files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn tool_versions() -> Vec<String> {
     let first = |argv: &[&str]| {
         output_of(argv)
@@ -874,10 +865,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         ],
     )?;
     facts.tools = tool_versions();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b2-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b2")?;
     eprintln!(
         "B2: {} rounds, N = {:?}, {} datagrams per burst; building {} nodes",
         opts.rounds,

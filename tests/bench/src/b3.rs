@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -828,15 +828,6 @@ fn rate(m: &[Meas]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The run
 
-/// Scratch files (rule files), removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Scale {
     n: usize,
     positions: Vec<usize>,
@@ -894,10 +885,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     )?;
     facts.tools = tool_versions();
     let self_exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b3-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b3")?;
     eprintln!(
         "B3: scales {:?}, {} rounds; building namespaces and loading services",
         opts.scales, opts.rounds

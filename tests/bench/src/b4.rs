@@ -271,15 +271,6 @@ impl Drop for Netns {
     }
 }
 
-/// Scratch files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// weir's parsed configs of one scale: one entry, n, n + 1.
 struct Cfgs {
     c0: Config,
@@ -609,10 +600,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     };
     let mut facts = env::facts();
     facts.tools = tool_versions();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b4-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b4")?;
     let node = Routed::new("b4").map_err(|e| format!("building the weir node: {e}"))?;
     let comp = Netns::new(format!("weir-b4-{}-c", std::process::id()))?;
     let b = Bench {

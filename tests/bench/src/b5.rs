@@ -149,15 +149,6 @@ impl Variant {
     }
 }
 
-/// Scratch files (objects, configs, batch files, traces), removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The competitor's own pin dir under bpffs, removed on drop (also on failure).
 struct PinGuard(PathBuf);
 
@@ -183,7 +174,7 @@ struct Ctx {
     spec: Spec,
     weir: PathBuf,
     self_exe: PathBuf,
-    scratch: Scratch,
+    scratch: env::Scratch,
     n: Cell<u32>,
     /// The maps of the first verified load, as the kernel reports them.
     maps: RefCell<Vec<MapInfo>>,
@@ -560,10 +551,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             .map_err(|e| format!("--weir {}: {e}", p.display()))?,
         None => env::build_weir()?,
     };
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b5-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b5")?;
     let spec = Spec::embedded()?;
     // The competitors load exactly the bytes weir embeds.
     for o in &spec.objects {

@@ -21,7 +21,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -903,15 +903,6 @@ impl Node {
     }
 }
 
-/// Scratch files (rules, iperf3 reports), removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The busy CPUs of the machine while nothing of ours runs (other sessions, daemons).
 fn background(d: Duration) -> Result<f64, String> {
     let a = cpu_now()?;
@@ -951,10 +942,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         ],
     )?;
     facts.tools = tool_versions();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("weir-bench-b6-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)
-        .map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
+    let scratch = env::Scratch::new("b6")?;
     eprintln!(
         "B6: {} rounds of {} tests × {} variants, {} s each; building the nodes",
         opts.rounds,

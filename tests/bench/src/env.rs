@@ -155,6 +155,28 @@ pub struct Facts {
 }
 
 /// Collects date, kernel, commit and the competitor's tool versions.
+/// A benchmark run's scratch directory (rule files, configs, reports), removed on drop, also
+/// when the run fails.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `weir-bench-<bench>-<pid>` in the temp directory.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn new(bench: &str) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("weir-bench-{bench}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// What every benchmark does first: refuse to run without root, install the competitors' tools
 /// that are missing, mount bpffs, and read the machine's facts for the report.
 ///
