@@ -316,6 +316,17 @@ impl Dataplane {
             })
             .chain(root);
         for (path, line, policy) in cgroups {
+            // First, so that no connect remembers a socket before its close can forget it.
+            out.push((
+                line,
+                Desired {
+                    point: AttachPoint::SockRelease {
+                        cgroup: path.clone(),
+                    },
+                    program: embedded::PROG_SOCK_RELEASE.into(),
+                    policy,
+                },
+            ));
             for (program, hook) in embedded::PROGS_SOCK {
                 out.push((
                     line,

@@ -48,6 +48,10 @@ pub const PROGS_SOCK: &[(&str, crate::object::SockAddrHook)] = &[
     ),
 ];
 
+/// The program attached beside [`PROGS_SOCK`] on every connect-time cgroup (before them): it
+/// deletes a closing socket's entry in `lb_conn`, where connect remembered its VIP.
+pub const PROG_SOCK_RELEASE: &str = "sock_release";
+
 /// The service-mesh programs, attached to the connect-time cgroups when the config meshes a
 /// cgroup: the outbound redirect (connect), recording redirected connections once established
 /// (sockops), answering `SO_ORIGINAL_DST` (getsockopt) and showing a redirected client its

@@ -33,6 +33,8 @@ pub const MAP_SLOTS: &str = "lb_slots";
 pub const MAP_BACKENDS: &str = "lb_backends";
 /// Excluded cgroup ids.
 pub const MAP_EXCLUDE: &str = "lb_exclude";
+/// Connected sockets' VIPs by socket cookie.
+pub const MAP_CONN: &str = "lb_conn";
 /// Per-backend rewrite counters.
 pub const MAP_STATS: &str = "lb_stats";
 
@@ -44,6 +46,7 @@ pub fn set_capacities(maps: &mut MapSet, cfg: &Config) {
     maps.set_capacity(MAP_BACKENDS, cap.backends);
     maps.set_capacity(MAP_STATS, cap.backends);
     maps.set_capacity(MAP_SLOTS, cap.slots);
+    maps.set_capacity(MAP_CONN, cap.connections);
 }
 
 /// The 16 bytes the maps hold for an address: IPv6 as is, IPv4 v4-mapped.
@@ -628,19 +631,23 @@ mod tests {
                 .collect()
         };
         let root = points("service a 192.0.2.1:80/tcp backends=none\n");
-        assert_eq!(root.len(), crate::embedded::PROGS_SOCK.len());
+        assert_eq!(root.len(), crate::embedded::PROGS_SOCK.len() + 1);
         assert!(root.contains(&"connect4@%2F".to_owned()), "{root:?}");
+        assert_eq!(root[0], "sock-release@%2F", "attached before connect");
         // The pin names parse back, so unload and reload find them.
         for name in &root {
-            let Some(AttachPoint::Cgroup { cgroup, .. }) = AttachPoint::from_pin_name(name) else {
-                panic!("{name} does not parse back");
+            let cgroup = match AttachPoint::from_pin_name(name) {
+                Some(AttachPoint::Cgroup { cgroup, .. } | AttachPoint::SockRelease { cgroup }) => {
+                    cgroup
+                }
+                other => panic!("{name} does not parse back: {other:?}"),
             };
             assert_eq!(cgroup, "/");
         }
         assert!(points("").is_empty());
         let named = points("cgroup a/b\nservice a 192.0.2.1:80/tcp backends=none\n");
         assert!(named.iter().all(|p| p.ends_with("@a%2Fb")), "{named:?}");
-        assert_eq!(named.len(), crate::embedded::PROGS_SOCK.len());
+        assert_eq!(named.len(), crate::embedded::PROGS_SOCK.len() + 1);
     }
 
     #[test]

@@ -568,7 +568,7 @@ mod tests {
         let p = points("cgroup pods\nmesh pods/web proxy-port=15001 proxy-uid=1\n");
         assert_eq!(
             p.len(),
-            crate::embedded::PROGS_SOCK.len() + crate::embedded::PROGS_MESH.len()
+            crate::embedded::PROGS_SOCK.len() + 1 + crate::embedded::PROGS_MESH.len()
         );
         for name in [
             "connect4@pods",

@@ -109,32 +109,37 @@ impl SockAddrHook {
     }
 }
 
-/// A cgroup hook that is not a `sock_addr` one: the service mesh's socket-level programs.
+/// A cgroup hook that is not a `sock_addr` one: the service mesh's socket-level programs and
+/// the load balancer's `sock_release`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CgroupSockHook {
     /// `SEC("sockops")`: TCP socket events (`BPF_CGROUP_SOCK_OPS`).
     SockOps,
     /// `SEC("cgroup/getsockopt")`: after every `getsockopt(2)` (`BPF_CGROUP_GETSOCKOPT`).
     GetSockopt,
+    /// `SEC("cgroup/sock_release")`: an inet socket closes (`BPF_CGROUP_INET_SOCK_RELEASE`).
+    SockRelease,
 }
 
 impl CgroupSockHook {
     /// Every such hook.
-    pub const ALL: [CgroupSockHook; 2] = [Self::SockOps, Self::GetSockopt];
+    pub const ALL: [CgroupSockHook; 3] = [Self::SockOps, Self::GetSockopt, Self::SockRelease];
 
     /// The kernel's `enum bpf_attach_type` value for this hook.
     pub fn attach_type(self) -> u32 {
         match self {
             Self::SockOps => bpf::consts::BPF_CGROUP_SOCK_OPS,
             Self::GetSockopt => bpf::consts::BPF_CGROUP_GETSOCKOPT,
+            Self::SockRelease => bpf::consts::BPF_CGROUP_INET_SOCK_RELEASE,
         }
     }
 
-    /// The name in pins and messages: `sockops`, `getsockopt`.
+    /// The name in pins and messages: `sockops`, `getsockopt`, `sock-release`.
     pub fn name(self) -> &'static str {
         match self {
             Self::SockOps => "sockops",
             Self::GetSockopt => "getsockopt",
+            Self::SockRelease => "sock-release",
         }
     }
 }
@@ -148,7 +153,8 @@ pub enum ProgKind {
     SchedCls,
     /// `SEC("cgroup/<hook>")`, attached to a cgroup v2 directory.
     SockAddr(SockAddrHook),
-    /// `SEC("sockops")` or `SEC("cgroup/getsockopt")`, attached to a cgroup v2 directory.
+    /// `SEC("sockops")`, `SEC("cgroup/getsockopt")` or `SEC("cgroup/sock_release")`, attached
+    /// to a cgroup v2 directory.
     CgroupSock(CgroupSockHook),
 }
 
@@ -163,6 +169,7 @@ impl ProgKind {
             Self::CgroupSock(CgroupSockHook::GetSockopt) => {
                 bpf::consts::BPF_PROG_TYPE_CGROUP_SOCKOPT
             }
+            Self::CgroupSock(CgroupSockHook::SockRelease) => bpf::consts::BPF_PROG_TYPE_CGROUP_SOCK,
         }
     }
 
@@ -334,6 +341,9 @@ fn verify(name: &str, obj: aya_obj::Object) -> Result<VerifiedObject, Error> {
             ProgramSection::CgroupSockopt {
                 attach_type: aya_obj::programs::CgroupSockoptAttachType::Get,
             } => ProgKind::CgroupSock(CgroupSockHook::GetSockopt),
+            ProgramSection::CgroupSock {
+                attach_type: aya_obj::programs::CgroupSockAttachType::SockRelease,
+            } => ProgKind::CgroupSock(CgroupSockHook::SockRelease),
             other => {
                 return Err(object_err(
                     name,

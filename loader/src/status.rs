@@ -114,6 +114,7 @@ fn sock_hook_name(index: u32) -> String {
         maps_schema::sock_hook::RECVMSG6 => "recvmsg6".into(),
         maps_schema::sock_hook::GETPEERNAME4 => "getpeername4".into(),
         maps_schema::sock_hook::GETPEERNAME6 => "getpeername6".into(),
+        maps_schema::sock_hook::SOCK_RELEASE => "sock-release".into(),
         other => format!("sock hook {other}"),
     }
 }

@@ -249,6 +249,8 @@ pub mod sock_hook {
     pub const GETPEERNAME4: u32 = 6;
     /// cgroup `getpeername6`.
     pub const GETPEERNAME6: u32 = 7;
+    /// cgroup `sock_release` (every inet socket closed in the cgroup).
+    pub const SOCK_RELEASE: u32 = 8;
 }
 
 /// Connect-time load balancing: flags and limits shared by the loader and `sock_addr.c`.
@@ -270,6 +272,8 @@ pub mod lb {
     pub const MAX_CGROUP_DEPTH: u32 = 16;
     /// Default capacity of `lb_backends` and `lb_stats` (`lb capacity backends=N` sets it).
     pub const DEFAULT_BACKENDS: u32 = 65_536;
+    /// Default capacity of `lb_conn` (`lb capacity connections=N`).
+    pub const DEFAULT_CONNECTIONS: u32 = 65_536;
     /// Default capacity of `lb_services` (`lb capacity services=N`).
     pub const DEFAULT_SERVICES: u32 = 65_536;
     /// Default capacity of `lb_slots` (`lb capacity slots=N`).
@@ -665,6 +669,10 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_SOCK_HOOK_GETPEERNAME6",
                 value: sock_hook::GETPEERNAME6,
+            },
+            Constant {
+                c_name: "WEIR_SOCK_HOOK_SOCK_RELEASE",
+                value: sock_hook::SOCK_RELEASE,
             },
         ],
     },
@@ -1079,6 +1087,16 @@ pub const MAPS: &[MapDef] = &[
         flags: 0,
         layout_version: 1,
         doc: "Reverse translation by socket cookie and backend address: the VIP recvmsg and getpeername report.",
+    },
+    MapDef {
+        name: "lb_conn",
+        map_type: MapType::Hash,
+        key: <u64 as Codec>::LAYOUT,
+        value: LbSock::LAYOUT,
+        max_entries: lb::DEFAULT_CONNECTIONS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Per connected socket (TCP, connected UDP), by socket cookie: the backend connect() chose and the VIP it stands for; deleted by cgroup/sock_release when the socket closes (lb_sock takes over when full).",
     },
     MapDef {
         name: "lb_sock",

@@ -654,6 +654,12 @@ fn lb_maps_layouts_and_constants() {
             LbRevNat::LAYOUT,
         ),
         (
+            "lb_conn",
+            MapType::Hash,
+            <u64 as Codec>::LAYOUT,
+            LbSock::LAYOUT,
+        ),
+        (
             "lb_sock",
             MapType::SkStorage,
             <u32 as Codec>::LAYOUT,

@@ -39,6 +39,7 @@
 #define WEIR_SOCK_HOOK_RECVMSG6 5
 #define WEIR_SOCK_HOOK_GETPEERNAME4 6
 #define WEIR_SOCK_HOOK_GETPEERNAME6 7
+#define WEIR_SOCK_HOOK_SOCK_RELEASE 8
 
 /* Connect-time load balancing: service and backend flags, limits. */
 #define WEIR_LB_SVC_AFFINITY 1
@@ -564,6 +565,17 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct
 		__type(value, struct weir_lb_revnat); \
 		__uint(max_entries, 65536); \
 	} lb_revnat SEC(".maps")
+
+/* lb_conn (hash, 65536 entries): Per connected socket (TCP, connected UDP), by socket cookie: the backend connect() chose and the VIP it stands for; deleted by cgroup/sock_release when the socket closes (lb_sock takes over when full). */
+#define WEIR_LAYOUT_VERSION_LB_CONN 1
+#define WEIR_DEFINE_MAP_LB_CONN \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u64); \
+		__type(value, struct weir_lb_sock); \
+		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
+	} lb_conn SEC(".maps")
 
 /* lb_sock (sk_storage, 0 entries): Per connected socket (TCP, connected UDP): the backend connect() chose and the VIP it stands for; freed with the socket. */
 #define WEIR_LAYOUT_VERSION_LB_SOCK 1

@@ -208,10 +208,11 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
     }
     let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
     // Every hook weir attaches at a cgroup, from the embedded program lists (connect-time LB
-    // and the service mesh: sockops and getsockopt too).
+    // with its sock_release, and the service mesh: sockops and getsockopt too).
     let mut hooks: Vec<u32> = weir::embedded::PROGS_SOCK
         .iter()
         .map(|(_, hook)| hook.attach_type())
+        .chain([weir::object::CgroupSockHook::SockRelease.attach_type()])
         .chain(
             weir::embedded::PROGS_MESH
                 .iter()

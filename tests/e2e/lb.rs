@@ -159,6 +159,18 @@ fn probe_in(
     count: u32,
     pause_ms: u64,
 ) -> Vec<Probe> {
+    probe_run(sb, cgroup_dir, op, to, count, pause_ms).0
+}
+
+/// [`probe_in`], also returning the probe's whole output (for lines other than `PROBE`).
+fn probe_run(
+    sb: &Sandbox,
+    cgroup_dir: Option<&Path>,
+    op: &str,
+    to: SocketAddr,
+    count: u32,
+    pause_ms: u64,
+) -> (Vec<Probe>, String) {
     let procs = cgroup_dir.map_or_else(|| "-".to_owned(), |d| d.display().to_string());
     let spec = format!("{procs}|{}|{op}|{to}|{count}|{pause_ms}", sb.ns_a);
     let out = Command::new(std::env::current_exe().expect("test binary"))
@@ -195,7 +207,7 @@ fn probe_in(
         })
         .collect();
     assert_eq!(probes.len(), count as usize, "probe {spec}: {stdout}");
-    probes
+    (probes, stdout.into_owned())
 }
 
 /// `count` attempts from a process in the sandbox's cgroup.
@@ -290,12 +302,28 @@ fn probe_child() {
     let fd = netns::open(ns).expect("opening netns a");
     netns::enter(fd.as_fd()).expect("entering netns a");
     let to: SocketAddr = to.parse().expect("address");
+    // Connections kept open until every attempt is made (`tcphold=MAP_PIN`), then the entries
+    // of the pinned map are counted while they are open and again once they are closed.
+    let mut held = Vec::new();
     for _ in 0..count.parse::<u32>().expect("count") {
         std::thread::sleep(Duration::from_millis(pause_ms.parse().expect("pause")));
         let p = match op {
             "tcp" => tcp_once(to),
             "udp" => udp_once(to, false),
             "udpc" => udp_once(to, true),
+            op if op.starts_with("tcphold=") => {
+                let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))
+                    .expect("connect to the VIP");
+                let peer = s.peer_addr().expect("getpeername");
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).expect("reply");
+                held.push(s);
+                Probe::Ok {
+                    peer: Some(peer),
+                    from: peer,
+                    reply,
+                }
+            }
             // Connected to `to` first (a VIP), then re-connected to the address after `=`.
             op if op.starts_with("udpre=") => {
                 let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
@@ -313,6 +341,17 @@ fn probe_child() {
             Probe::Err(e) => format!("err {e}"),
         };
         println!("PROBE {line}");
+    }
+    if let Some(map) = op.strip_prefix("tcphold=") {
+        let entries = || {
+            let fd = weir::sys::bpf::obj_get(Path::new(map)).expect("opening the pinned map");
+            weir::contents::keys(fd.as_fd(), 8, map)
+                .expect("reading the map")
+                .len()
+        };
+        let open = entries();
+        drop(held);
+        println!("HELD open={open} closed={}", entries());
     }
 }
 
@@ -450,6 +489,56 @@ fn tcp_udp_v4_v6_and_mapped_reach_a_backend_and_report_the_vip() {
         .prog_ids;
         assert!(ids.is_empty(), "{hook:?} still attached: {ids:?}");
     }
+}
+
+/// Connected sockets keep their VIP in `lb_conn` by cookie until they close (`sock_release`
+/// deletes the entry); past its capacity, in their own socket storage, with the same result.
+/// Needs: cgroup/sock_release programs (5.9) with bpf_get_socket_cookie, socket storage.
+#[test]
+fn connected_sockets_are_forgotten_on_close_and_overflow_into_socket_storage() {
+    let sb = sandbox("lbc");
+    let _servers = Backends::start(&sb, &[8001, 8002]);
+    load(
+        &sb,
+        &format!(
+            "cgroup {cg}\nlb capacity connections=2\nservice web {v4}/tcp backends={a},{b}\n",
+            cg = sb.cgroup,
+            v4 = vip4(80),
+            a = SocketAddr::from((ADDR_B4, 8001)),
+            b = SocketAddr::from((ADDR_B4, 8002)),
+        ),
+    );
+    let map = pin(&sb, "maps/lb_conn@v1");
+    let (probes, out) = probe_run(
+        &sb,
+        Some(&sb.cgroup_dir),
+        &format!("tcphold={}", map.display()),
+        vip4(80),
+        5,
+        0,
+    );
+    // All five report the VIP: two from lb_conn (full at 2), three from socket storage.
+    assert_balanced("held tcp", &probes, vip4(80), &["be8001", "be8002"]);
+    assert!(out.contains("HELD open=2 closed=0"), "{out}");
+    // Closed sockets left nothing behind, so new ones use lb_conn again.
+    let (probes, out) = probe_run(
+        &sb,
+        Some(&sb.cgroup_dir),
+        &format!("tcphold={}", map.display()),
+        vip4(80),
+        1,
+        0,
+    );
+    assert_balanced("tcp after close", &probes, vip4(80), &["be8001", "be8002"]);
+    assert!(out.contains("HELD open=1 closed=0"), "{out}");
+    let st = status(&sb);
+    assert!(
+        st.sock_counters
+            .iter()
+            .any(|(hook, calls)| hook == "sock-release" && *calls >= 6),
+        "{:?}",
+        st.sock_counters
+    );
 }
 
 #[test]

@@ -511,7 +511,7 @@ fn upgrade_in_place(tag: &str, attach: &str) {
         .count();
     assert_eq!(
         (replaced, unchanged),
-        (3, weir::embedded::PROGS_SOCK.len()),
+        (3, weir::embedded::PROGS_SOCK.len() + 1),
         "xdp + tc in/out replaced, cgroup hooks kept: {changes:?}"
     );
     assert!(
@@ -529,7 +529,10 @@ fn upgrade_in_place(tag: &str, attach: &str) {
         );
         let cgroup_hook = matches!(
             weir::attach::AttachPoint::from_pin_name(&a.pin),
-            Some(weir::attach::AttachPoint::Cgroup { .. })
+            Some(
+                weir::attach::AttachPoint::Cgroup { .. }
+                    | weir::attach::AttachPoint::SockRelease { .. }
+            )
         );
         if cgroup_hook {
             assert_eq!(b.prog_id, a.prog_id, "{}", a.pin);

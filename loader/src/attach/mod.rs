@@ -42,7 +42,12 @@ pub enum AttachPoint {
     Cgroup { cgroup: String, hook: SockAddrHook },
     /// A service-mesh program on a cgroup; `cgroup` as above.
     Mesh { cgroup: String, hook: MeshHook },
+    /// The load balancer's `cgroup/sock_release` program on a cgroup; `cgroup` as above.
+    SockRelease { cgroup: String },
 }
+
+/// The pin name prefix of [`AttachPoint::SockRelease`].
+const SOCK_RELEASE: &str = "sock-release";
 
 impl AttachPoint {
     /// The pin file name: `<kind>@<target>`, with `/` and `%` escaped so it is one path element.
@@ -59,6 +64,7 @@ impl AttachPoint {
             } => format!("tc-egress@{ifname}"),
             Self::Cgroup { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
             Self::Mesh { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
+            Self::SockRelease { cgroup } => format!("{SOCK_RELEASE}@{}", escape(cgroup)),
         }
     }
 
@@ -80,6 +86,9 @@ impl AttachPoint {
             "tc-egress" => Self::Tc {
                 ifname: target.to_owned(),
                 egress: true,
+            },
+            SOCK_RELEASE => Self::SockRelease {
+                cgroup: unescape(target)?,
             },
             other if MeshHook::ALL.iter().any(|h| h.name() == other) => {
                 let hook = MeshHook::ALL.iter().find(|h| h.name() == other)?;
@@ -113,6 +122,7 @@ impl AttachPoint {
             ),
             Self::Cgroup { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
             Self::Mesh { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
+            Self::SockRelease { cgroup } => format!("cgroup {cgroup} ({SOCK_RELEASE})"),
         }
     }
 }
@@ -394,6 +404,13 @@ pub fn attach(pin_dir: &Path, want: &Desired, prog: &LoadedProgram) -> Result<Ou
             sock_addr::attach(&pins, cgroup, *hook, want.policy, prog)
         }
         AttachPoint::Mesh { cgroup, hook } => mesh::attach(&pins, cgroup, *hook, prog),
+        AttachPoint::SockRelease { cgroup } => sock_addr::attach_cgroup_link(
+            &pins,
+            cgroup,
+            SOCK_RELEASE,
+            crate::object::CgroupSockHook::SockRelease.attach_type(),
+            prog,
+        ),
     }
 }
 
@@ -413,9 +430,9 @@ pub fn undo(pin_dir: &Path, point: &AttachPoint, outcome: Outcome) -> Result<(),
             AttachPoint::Tc { ifname, egress } => {
                 tc::replace_back(&pins, ifname, *egress, previous.as_fd())
             }
-            AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => {
-                sock_addr::replace_back(&pins, previous.as_fd())
-            }
+            AttachPoint::Cgroup { .. }
+            | AttachPoint::Mesh { .. }
+            | AttachPoint::SockRelease { .. } => sock_addr::replace_back(&pins, previous.as_fd()),
         },
     }
 }
@@ -430,7 +447,9 @@ pub fn detach(pin_dir: &Path, point: &AttachPoint) -> Result<(), Error> {
     match point {
         AttachPoint::Xdp { ifname, .. } => xdp::detach(&pins, ifname),
         AttachPoint::Tc { ifname, egress } => tc::detach(&pins, pin_dir, ifname, *egress),
-        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => sock_addr::detach(&pins),
+        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } | AttachPoint::SockRelease { .. } => {
+            sock_addr::detach(&pins)
+        }
     }
 }
 
@@ -509,6 +528,9 @@ mod tests {
             AttachPoint::Mesh {
                 cgroup: "/".into(),
                 hook: MeshHook::Connect4,
+            },
+            AttachPoint::SockRelease {
+                cgroup: "weir/lb".into(),
             },
         ];
         for p in points {

@@ -601,7 +601,8 @@ impl Default for Prefilter {
     }
 }
 
-/// `lb capacity services=N backends=N slots=N`: how many entries the load-balancing maps hold.
+/// `lb capacity services=N backends=N slots=N connections=N`: how many entries the
+/// load-balancing maps hold.
 /// They are hash maps allocated on demand, so a large capacity costs little until it is used
 /// (the kernel's bucket array, 16 bytes per entry of capacity rounded up to a power of two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -612,6 +613,9 @@ pub struct LbCapacity {
     pub backends: u32,
     /// `lb_slots`: weighted slots over all services (one per backend for equal weights).
     pub slots: u32,
+    /// `lb_conn`: open connected sockets to services whose VIP is remembered there (past it,
+    /// in the socket's own storage: the same behaviour, a slower `connect()`).
+    pub connections: u32,
 }
 
 impl Default for LbCapacity {
@@ -620,6 +624,7 @@ impl Default for LbCapacity {
             services: maps_schema::lb::DEFAULT_SERVICES,
             backends: maps_schema::lb::DEFAULT_BACKENDS,
             slots: maps_schema::lb::DEFAULT_SLOTS,
+            connections: maps_schema::lb::DEFAULT_CONNECTIONS,
         }
     }
 }

@@ -120,10 +120,10 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
     },
     StatementSpec {
         keyword: "lb capacity",
-        usage: "lb capacity [services=N] [backends=N] [slots=N]",
+        usage: "lb capacity [services=N] [backends=N] [slots=N] [connections=N]",
         args: &[],
         rest: None,
-        options: &["services", "backends", "slots"],
+        options: &["services", "backends", "slots", "connections"],
         apply: service::lb_capacity,
     },
     StatementSpec {

@@ -118,8 +118,8 @@ pub fn render_config(config: &Config) -> String {
     if cap != crate::config::LbCapacity::default() || !config.services.is_empty() {
         let _ = writeln!(
             out,
-            "lb capacity services={} backends={} slots={}",
-            cap.services, cap.backends, cap.slots
+            "lb capacity services={} backends={} slots={} connections={}",
+            cap.services, cap.backends, cap.slots, cap.connections
         );
     }
     for m in &config.meshes {

@@ -380,7 +380,7 @@ pub(crate) fn lb_exclude(statement: &Statement, builder: &mut Builder, sink: &mu
     }
 }
 
-/// `lb capacity [services=N] [backends=N] [slots=N]`.
+/// `lb capacity [services=N] [backends=N] [slots=N] [connections=N]`.
 pub(crate) fn lb_capacity(statement: &Statement, builder: &mut Builder, sink: &mut Sink<'_>) {
     let d = LbCapacity::default();
     let cap = &mut builder.config.lb_capacity;
@@ -392,6 +392,7 @@ pub(crate) fn lb_capacity(statement: &Statement, builder: &mut Builder, sink: &m
             ("services", &mut cap.services, d.services),
             ("backends", &mut cap.backends, d.backends),
             ("slots", &mut cap.slots, d.slots),
+            ("connections", &mut cap.connections, d.connections),
         ],
     );
 }

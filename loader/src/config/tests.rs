@@ -2174,19 +2174,21 @@ fn readme_policy_example_parses_and_renders_as_documented() {
 
 #[test]
 fn lb_capacity() {
-    let c = ok("lb capacity services=131072 slots=300000");
+    let c = ok("lb capacity services=131072 slots=300000 connections=1000");
     assert_eq!(
         (
             c.lb_capacity.services,
             c.lb_capacity.backends,
-            c.lb_capacity.slots
+            c.lb_capacity.slots,
+            c.lb_capacity.connections
         ),
-        (131_072, maps_schema::lb::DEFAULT_BACKENDS, 300_000)
+        (131_072, maps_schema::lb::DEFAULT_BACKENDS, 300_000, 1000)
     );
-    assert!(render_config(&c).contains("lb capacity services=131072 backends=65536 slots=300000\n"));
+    assert!(render_config(&c)
+        .contains("lb capacity services=131072 backends=65536 slots=300000 connections=1000\n"));
     assert_eq!(
         one_error("lb capacity").message,
-        "'lb capacity' needs services=N, backends=N or slots=N"
+        "'lb capacity' needs services=N, backends=N, slots=N or connections=N"
     );
     assert_eq!(
         one_error("lb capacity backends=1\nlb capacity slots=2").message,

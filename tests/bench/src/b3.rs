@@ -1470,8 +1470,10 @@ impl Report<'_> {
             }
             t += ": one run of `cgroup/connect4` per `connect()` (a hash lookup of the \
                   destination in `lb_services`, a random slot of the service's table, the \
-                  backend, a counter, and the VIP kept in the socket's own storage for \
-                  `getpeername()`, freed with the socket), and nothing afterwards: no packet of the connection is translated or tracked. ";
+                  backend, a counter, and the VIP kept under the socket's cookie in `lb_conn` \
+                  for `getpeername()`), one run of `cgroup/sock_release` per `close()` (which \
+                  deletes that entry), and nothing in between: no packet of the connection is \
+                  translated or tracked. ";
             let progs: Vec<f64> = self.in_prog.values().copied().collect();
             if !progs.is_empty() {
                 let lo = progs.iter().copied().fold(f64::INFINITY, f64::min);
