@@ -8,6 +8,7 @@
 //! id is its own.
 
 pub mod mesh;
+pub mod mesh_inbound;
 pub mod sock_addr;
 pub mod tc;
 pub mod xdp;
@@ -42,6 +43,9 @@ pub enum AttachPoint {
     Cgroup { cgroup: String, hook: SockAddrHook },
     /// A service-mesh program on a cgroup; `cgroup` as above.
     Mesh { cgroup: String, hook: MeshHook },
+    /// The mesh's inbound capture (sk_lookup) in a network namespace (name or path, as in the
+    /// config's `netns=`).
+    MeshInbound { netns: String },
 }
 
 impl AttachPoint {
@@ -59,6 +63,7 @@ impl AttachPoint {
             } => format!("tc-egress@{ifname}"),
             Self::Cgroup { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
             Self::Mesh { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
+            Self::MeshInbound { netns } => format!("{}@{}", mesh_inbound::KIND, escape(netns)),
         }
     }
 
@@ -80,6 +85,9 @@ impl AttachPoint {
             "tc-egress" => Self::Tc {
                 ifname: target.to_owned(),
                 egress: true,
+            },
+            mesh_inbound::KIND => Self::MeshInbound {
+                netns: unescape(target)?,
             },
             other if MeshHook::ALL.iter().any(|h| h.name() == other) => {
                 let hook = MeshHook::ALL.iter().find(|h| h.name() == other)?;
@@ -113,6 +121,7 @@ impl AttachPoint {
             ),
             Self::Cgroup { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
             Self::Mesh { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
+            Self::MeshInbound { netns } => format!("network namespace {netns} (mesh-inbound)"),
         }
     }
 }
@@ -394,6 +403,7 @@ pub fn attach(pin_dir: &Path, want: &Desired, prog: &LoadedProgram) -> Result<Ou
             sock_addr::attach(&pins, cgroup, *hook, want.policy, prog)
         }
         AttachPoint::Mesh { cgroup, hook } => mesh::attach(&pins, cgroup, *hook, prog),
+        AttachPoint::MeshInbound { netns } => mesh_inbound::attach(&pins, netns, prog),
     }
 }
 
@@ -413,9 +423,9 @@ pub fn undo(pin_dir: &Path, point: &AttachPoint, outcome: Outcome) -> Result<(),
             AttachPoint::Tc { ifname, egress } => {
                 tc::replace_back(&pins, ifname, *egress, previous.as_fd())
             }
-            AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => {
-                sock_addr::replace_back(&pins, previous.as_fd())
-            }
+            AttachPoint::Cgroup { .. }
+            | AttachPoint::Mesh { .. }
+            | AttachPoint::MeshInbound { .. } => sock_addr::replace_back(&pins, previous.as_fd()),
         },
     }
 }
@@ -430,7 +440,9 @@ pub fn detach(pin_dir: &Path, point: &AttachPoint) -> Result<(), Error> {
     match point {
         AttachPoint::Xdp { ifname, .. } => xdp::detach(&pins, ifname),
         AttachPoint::Tc { ifname, egress } => tc::detach(&pins, pin_dir, ifname, *egress),
-        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } => sock_addr::detach(&pins),
+        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } | AttachPoint::MeshInbound { .. } => {
+            sock_addr::detach(&pins)
+        }
     }
 }
 
@@ -509,6 +521,12 @@ mod tests {
             AttachPoint::Mesh {
                 cgroup: "/".into(),
                 hook: MeshHook::Connect4,
+            },
+            AttachPoint::MeshInbound {
+                netns: "/proc/1/ns/net".into(),
+            },
+            AttachPoint::MeshInbound {
+                netns: "web".into(),
             },
         ];
         for p in points {
