@@ -19,6 +19,18 @@
  * 4. getpeername4/6: the client sees the address it asked for, not the proxy's, as it does
  *    behind iptables REDIRECT (mesh_clients keeps the socket's entry for its lifetime, an LRU).
  *
+ * Inbound capture (Istio's `PREROUTING -j REDIRECT --to-port 15006`, without iptables):
+ * 5. sock_ops TCP_LISTEN: a socket that starts listening on the inbound port of a captured
+ *    network namespace (mesh_inbound, by netns cookie) is the proxy's inbound listener: it goes
+ *    into mesh_listeners under (netns cookie, port, family). It leaves the map when closed.
+ * 6. sk_lookup (mesh_sk_lookup, one copy per captured netns, attached to that netns): a TCP
+ *    connection arriving from outside (not over loopback: locally made connections, the
+ *    proxy's own to the app included, never pass PREROUTING either) for a local port that is
+ *    not excluded and not one of the proxy's gets the proxy's inbound listener. The proxy
+ *    accepts a socket whose local address:port is the original destination. No listener:
+ *    the connection is refused, as behind REDIRECT to a port nothing listens on.
+ * 7. cgroup/getsockopt: on such a socket SO_ORIGINAL_DST answers its own local address.
+ *
  * Addresses are 16 bytes, IPv4 v4-mapped, so v4 sockets and v4-mapped v6 sockets meet in one
  * key. Programs return 1 (go on): the mesh never fails a call.
  */
@@ -34,6 +46,17 @@ WEIR_DEFINE_MAP_MESH_CLIENTS;
 WEIR_DEFINE_MAP_MESH_ORIGDST;
 WEIR_DEFINE_MAP_MESH_STATS;
 WEIR_DEFINE_MAP_MESH_COUNTERS;
+WEIR_DEFINE_MAP_MESH_INBOUND;
+WEIR_DEFINE_MAP_MESH_IN_PORTS;
+WEIR_DEFINE_MAP_MESH_LISTENERS;
+
+/*
+ * sk_lookup cannot ask for its network namespace's cookie (bpf_get_netns_cookie is not
+ * available to it), so each captured netns runs its own copy of mesh_sk_lookup in which the
+ * loader replaced this 64-bit immediate with the cookie (maps-schema mesh::NETNS_PLACEHOLDER).
+ */
+#define WEIR_MESH_NETNS_PLACEHOLDER 0x776569726e65746eULL
+#define LOOPBACK_IFINDEX 1
 
 #define PROCEED 1
 #define SOCK_STREAM 1
@@ -180,6 +203,22 @@ int mesh_connect6(struct bpf_sock_addr *ctx)
  * ESTABLISHED does anything. This runs in softirq context: no task, no cgroup checks here,
  * the cookie alone says whether the socket was redirected.
  */
+/* A socket starts listening: the proxy's inbound listener if it is on a captured port. */
+static __always_inline void mesh_listen(struct bpf_sock_ops *ctx)
+{
+	struct weir_mesh_listener_key k = {};
+	struct weir_mesh_inbound *in;
+	__u64 netns = bpf_get_netns_cookie(ctx);
+
+	in = bpf_map_lookup_elem(&mesh_inbound, &netns);
+	if (!in || ctx->local_port != in->inbound_port)
+		return;
+	k.netns_cookie = netns;
+	k.port = in->inbound_port;
+	k.family = ctx->family == WEIR_AF_INET ? 4 : 6;
+	bpf_sock_hash_update(ctx, &mesh_listeners, &k, BPF_ANY);
+}
+
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *ctx)
 {
@@ -187,6 +226,10 @@ int mesh_sockops(struct bpf_sock_ops *ctx)
 	struct weir_mesh_origdst *o;
 	__u64 cookie;
 
+	if (ctx->op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		mesh_listen(ctx);
+		return PROCEED;
+	}
 	if (ctx->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return PROCEED;
 	cookie = bpf_get_socket_cookie(ctx);
@@ -260,12 +303,51 @@ int mesh_getpeername6(struct bpf_sock_addr *ctx)
 	return PROCEED;
 }
 
+/*
+ * Whether `port` of a captured netns is captured: not excluded, not the proxy's own. `*in`
+ * is the netns's capture.
+ */
+static __always_inline int inbound_captures(__u64 netns, const struct weir_mesh_inbound *in,
+					    __u16 port)
+{
+	struct weir_mesh_inbound_port_key pk = {};
+
+	if (port == in->inbound_port || port == in->proxy_port)
+		return 0;
+	pk.netns_cookie = netns;
+	pk.port = port;
+	return !bpf_map_lookup_elem(&mesh_in_ports, &pk);
+}
+
+/*
+ * An accepted socket of a captured netns on a captured local port can only have come through
+ * mesh_sk_lookup (a listener on that port would have had the connection otherwise only if
+ * capture was off): its original destination is its own local address, as REDIRECT reports.
+ */
+static __always_inline const struct weir_mesh_origdst *
+inbound_origdst(__u64 netns, struct bpf_sock *sk, struct weir_mesh_origdst *out)
+{
+	const struct weir_mesh_inbound *in = bpf_map_lookup_elem(&mesh_inbound, &netns);
+	__u16 port = (__u16)sk->src_port;
+
+	if (!in || !inbound_captures(netns, in, port))
+		return 0;
+	if (sk->family == WEIR_AF_INET)
+		v4_mapped(out->addr, sk->src_ip4);
+	else
+		copy_ip6(out->addr, sk->src_ip6);
+	out->port = weir_htons(port);
+	return out;
+}
+
 /* getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST). */
 SEC("cgroup/getsockopt")
 int mesh_getsockopt(struct bpf_sockopt *ctx)
 {
 	struct weir_mesh_tuple k = {};
-	struct weir_mesh_origdst *o;
+	const struct weir_mesh_origdst *o;
+	struct weir_mesh_origdst local = {};
+	__u32 counter = WEIR_MESH_COUNT_ANSWERED;
 	struct bpf_sock *sk;
 	int level = ctx->level;
 	__u8 *optval, *end;
@@ -289,8 +371,12 @@ int mesh_getsockopt(struct bpf_sockopt *ctx)
 	k.proxy_port = weir_htons((__u16)sk->src_port);
 	o = bpf_map_lookup_elem(&mesh_origdst, &k);
 	if (!o) {
-		weir_count_array(&mesh_counters, WEIR_MESH_COUNT_UNKNOWN);
-		return PROCEED;
+		o = inbound_origdst(k.netns_cookie, sk, &local);
+		if (!o) {
+			weir_count_array(&mesh_counters, WEIR_MESH_COUNT_UNKNOWN);
+			return PROCEED;
+		}
+		counter = WEIR_MESH_COUNT_INBOUND_ANSWERED;
 	}
 	optval = ctx->optval;
 	end = ctx->optval_end;
@@ -321,8 +407,81 @@ int mesh_getsockopt(struct bpf_sockopt *ctx)
 		ctx->optlen = sizeof(*sin6);
 	}
 	ctx->retval = 0;
-	weir_count_array(&mesh_counters, WEIR_MESH_COUNT_ANSWERED);
+	weir_count_array(&mesh_counters, counter);
 	return PROCEED;
+}
+
+/* The proxy's inbound listener of `netns` for `family` (4 or 6); a reference, or NULL. */
+static __always_inline struct bpf_sock *inbound_listener(__u64 netns, __u16 port, __u16 family)
+{
+	struct weir_mesh_listener_key k = {};
+
+	k.netns_cookie = netns;
+	k.port = port;
+	k.family = family;
+	return bpf_map_lookup_elem(&mesh_listeners, &k);
+}
+
+/*
+ * A connection made in this namespace: from a loopback address, or from the very address it
+ * goes to (the source the kernel picks for a connection to a local address). Such
+ * connections never pass PREROUTING's nat rules either; the proxy's own connections to the
+ * app (to 127.0.0.1, or to the pod's address, or from 127.0.0.6 as Istio's) are among them.
+ * (The ingress ifindex does not tell: to a non-loopback local address it is not lo's.)
+ */
+static __always_inline int from_this_host(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->family == WEIR_AF_INET)
+		return is_loopback4(ctx->remote_ip4) || ctx->remote_ip4 == ctx->local_ip4;
+	{
+		__u32 r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1];
+		__u32 r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
+
+		if (r0 == 0 && r1 == 0 && r2 == 0 && r3 == weir_ntohl(1))
+			return 1;
+		if (r0 == 0 && r1 == 0 && r2 == MAPPED_WORD && is_loopback4(r3))
+			return 1;
+		return r0 == ctx->local_ip6[0] && r1 == ctx->local_ip6[1] &&
+		       r2 == ctx->local_ip6[2] && r3 == ctx->local_ip6[3];
+	}
+}
+
+SEC("sk_lookup")
+int mesh_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	__u64 netns = WEIR_MESH_NETNS_PLACEHOLDER;
+	const struct weir_mesh_inbound *in;
+	struct bpf_sock *sk;
+	long err;
+
+	if (ctx->protocol != WEIR_IPPROTO_TCP || ctx->ingress_ifindex == LOOPBACK_IFINDEX ||
+	    from_this_host(ctx))
+		return SK_PASS;
+	in = bpf_map_lookup_elem(&mesh_inbound, &netns);
+	if (!in || !inbound_captures(netns, in, (__u16)ctx->local_port))
+		return SK_PASS;
+	/* An IPv4 connection may go to an IPv4 listener or to a dual-stack IPv6 one. */
+	sk = inbound_listener(netns, in->inbound_port, ctx->family == WEIR_AF_INET ? 4 : 6);
+	if (sk) {
+		err = bpf_sk_assign(ctx, sk, 0);
+		bpf_sk_release(sk);
+	} else {
+		err = -1;
+	}
+	if (err && ctx->family == WEIR_AF_INET) {
+		sk = inbound_listener(netns, in->inbound_port, 6);
+		if (sk) {
+			err = bpf_sk_assign(ctx, sk, 0);
+			bpf_sk_release(sk);
+		}
+	}
+	if (err) {
+		/* Fail closed, as REDIRECT to a port nothing listens on: the client gets a RST. */
+		weir_count_array(&mesh_counters, WEIR_MESH_COUNT_INBOUND_REFUSED);
+		return SK_DROP;
+	}
+	weir_count_array(&mesh_counters, WEIR_MESH_COUNT_INBOUND);
+	return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

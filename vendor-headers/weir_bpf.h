@@ -38,6 +38,7 @@
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LRU_PERCPU_HASH 10
 #define BPF_MAP_TYPE_LPM_TRIE 11
+#define BPF_MAP_TYPE_SOCKHASH 18
 #define BPF_MAP_TYPE_SK_STORAGE 24
 #define BPF_MAP_TYPE_RINGBUF 27
 
@@ -96,6 +97,16 @@ static void *(*const bpf_sk_storage_get)(void *map, void *sk, void *value,
 /* 108: drops the socket's value from a BPF_MAP_TYPE_SK_STORAGE map; 0 or -ENOENT. */
 static long (*const bpf_sk_storage_delete)(void *map, void *sk) = (void *)108;
 
+/*
+ * 70: add the sock_ops context's socket to a BPF_MAP_TYPE_SOCKHASH under key (flags as
+ * bpf_map_update_elem); allowed at ESTABLISHED and TCP_LISTEN callbacks; 0 or -errno.
+ */
+static long (*const bpf_sock_hash_update)(void *skops, void *map, void *key,
+					  __u64 flags) = (void *)70;
+
+/* 86: releases a socket reference (e.g. one a sockhash lookup returned). */
+static long (*const bpf_sk_release)(void *sk) = (void *)86;
+
 /* 122: the cookie of the network namespace of the context's socket (sock_addr: its ctx). */
 static __u64 (*const bpf_get_netns_cookie)(void *ctx) = (void *)122;
 
@@ -104,6 +115,12 @@ static __u64 (*const bpf_get_netns_cookie)(void *ctx) = (void *)122;
  * task's cgroup is less deep than `level`. The id is the cgroup directory's inode number.
  */
 static __u64 (*const bpf_get_current_ancestor_cgroup_id)(int level) = (void *)123;
+
+/*
+ * 124 (sk_lookup): the socket the lookup selects (a TCP one must be listening); 0 or -errno
+ * (-EAFNOSUPPORT: an IPv6-only socket for an IPv4 lookup).
+ */
+static long (*const bpf_sk_assign)(void *ctx, void *sk, __u64 flags) = (void *)124;
 
 /* 130: copy `size` bytes of `data` into a ring buffer map as one record; 0 or -errno (full). */
 static long (*const bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size,

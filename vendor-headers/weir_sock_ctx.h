@@ -51,6 +51,7 @@ WEIR_ASSERT_OFFSET(struct bpf_sock, state, 72);
 /* ctx->op values (the BPF_SOCK_OPS_* callbacks) weir reacts to. */
 #define BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4  /* a connect()ed socket became established */
 #define BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5 /* an accepted socket became established */
+#define BPF_SOCK_OPS_TCP_LISTEN_CB 11          /* listen(): sent without any cb flag */
 
 /*
  * Context of BPF_PROG_TYPE_SOCK_OPS. remote_port holds the port in network order in its
@@ -159,5 +160,34 @@ WEIR_ASSERT_SIZE(struct weir_sockaddr_in6, 28);
 
 /* 15: the current task's gid << 32 | uid. */
 static __u64 (*const bpf_get_current_uid_gid)(void) = (void *)15;
+
+/* ---- sk_lookup (BPF_PROG_TYPE_SK_LOOKUP): a listening-socket lookup in one netns ---- */
+
+#define SK_DROP 0
+#define SK_PASS 1
+
+/* Addresses in network byte order; local_port in host order, remote_port in network order. */
+struct bpf_sk_lookup {
+	union {
+		WEIR_CTX_PTR(struct bpf_sock *, sk); /* the socket selected so far */
+		__u64 cookie;
+	};
+	__u32 family;
+	__u32 protocol;
+	__u32 remote_ip4;
+	__u32 remote_ip6[4];
+	__u16 remote_port;
+	__u16 pad;
+	__u32 local_ip4;
+	__u32 local_ip6[4];
+	__u32 local_port;
+	__u32 ingress_ifindex;
+};
+WEIR_ASSERT_SIZE(struct bpf_sk_lookup, 72);
+WEIR_ASSERT_OFFSET(struct bpf_sk_lookup, family, 8);
+WEIR_ASSERT_OFFSET(struct bpf_sk_lookup, remote_port, 36);
+WEIR_ASSERT_OFFSET(struct bpf_sk_lookup, local_ip4, 40);
+WEIR_ASSERT_OFFSET(struct bpf_sk_lookup, local_port, 60);
+WEIR_ASSERT_OFFSET(struct bpf_sk_lookup, ingress_ifindex, 64);
 
 #endif /* WEIR_SOCK_CTX_H */

@@ -357,6 +357,22 @@ impl Dataplane {
                 ));
             }
         }
+        // Inbound capture per network namespace, after the cgroup programs of the same line
+        // (their sockops program is what files the proxy's listener).
+        for m in &cfg.meshes {
+            if let Some(i) = &m.inbound {
+                out.push((
+                    m.span.line,
+                    Desired {
+                        point: AttachPoint::MeshInbound {
+                            netns: i.netns.clone(),
+                        },
+                        program: embedded::PROG_MESH_INBOUND.into(),
+                        policy: crate::config::AttachPolicy::Auto,
+                    },
+                ));
+            }
+        }
         out.sort_by_key(|(line, _)| *line);
         out.into_iter().map(|(_, d)| d).collect()
     }
@@ -602,6 +618,26 @@ impl Dataplane {
                  (the loaded config had no mesh statement): run `weir load` first",
                 self.pin_dir.display()
             )));
+        }
+        // Inbound capture needs its netns link, which only `weir load` attaches.
+        let links = list_dir(&self.pin_dir.join(LINKS_DIR))?;
+        for m in &cfg.meshes {
+            let Some(i) = &m.inbound else { continue };
+            let pin = AttachPoint::MeshInbound {
+                netns: i.netns.clone(),
+            }
+            .pin_name();
+            if !links.contains(&pin) {
+                return Err(Error::Environment(format!(
+                    "mesh {} (line {}): inbound capture of network namespace {} is not attached \
+                     at {}: run `weir load` with this config (it attaches it; `weir apply` then \
+                     turns it on and off)",
+                    m.cgroup,
+                    m.span.line,
+                    i.netns,
+                    self.pin_dir.display()
+                )));
+            }
         }
         let mut writes = Undo::default();
         let result = write_contents(&maps, cfg, &mut writes);

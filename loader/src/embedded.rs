@@ -65,3 +65,7 @@ pub const PROGS_MESH: &[(&str, crate::attach::MeshHook)] = &[
     ("mesh_connect4", crate::attach::MeshHook::Connect4),
     ("mesh_connect6", crate::attach::MeshHook::Connect6),
 ];
+
+/// The service mesh's inbound capture program (sk_lookup), one copy per captured network
+/// namespace.
+pub const PROG_MESH_INBOUND: &str = "mesh_sk_lookup";

@@ -219,6 +219,8 @@ impl MapSet {
     ) -> Result<OpenMap, Error> {
         let max_entries = self.max_entries(def);
         let (btf_fd, key_id, value_id) = match btf {
+            // The kernel refuses BTF key/value types on socket maps (ENOTSUPP, 524).
+            Some(_) if def.map_type == maps_schema::MapType::SockHash => (None, 0, 0),
             Some((fd, k, v)) => (Some(fd), k, v),
             None => (None, 0, 0),
         };

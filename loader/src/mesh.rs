@@ -14,7 +14,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use maps_schema::{mesh, Codec, Counter, MeshCgroup, MeshPortKey};
+use maps_schema::{mesh, Codec, Counter, MeshCgroup, MeshInbound, MeshInboundPortKey, MeshPortKey};
 
 use crate::config::Config;
 use crate::contents::{self, Undo};
@@ -30,6 +30,12 @@ pub const MAP_PORTS: &str = "mesh_ports";
 pub const MAP_STATS: &str = "mesh_stats";
 /// Global mesh event counters.
 pub const MAP_COUNTERS: &str = "mesh_counters";
+/// Inbound capture per network namespace cookie.
+pub const MAP_INBOUND: &str = "mesh_inbound";
+/// Local ports a captured network namespace keeps.
+pub const MAP_INBOUND_PORTS: &str = "mesh_in_ports";
+/// The proxies' inbound listeners (filled by `mesh_sockops`).
+pub const MAP_LISTENERS: &str = "mesh_listeners";
 
 /// The contents the mesh maps should hold for a config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,14 +44,24 @@ pub struct Desired {
     pub cgroups: BTreeMap<u64, MeshCgroup>,
     /// `mesh_ports` keys, sorted by (cgroup, port).
     pub ports: Vec<MeshPortKey>,
+    /// `mesh_inbound`, by network namespace cookie.
+    pub inbound: BTreeMap<u64, MeshInbound>,
+    /// `mesh_inbound_ports` keys, sorted by (netns cookie, port).
+    pub inbound_ports: Vec<MeshInboundPortKey>,
 }
 
 /// Compiles the `mesh` statements of `cfg` into map contents; `ids` maps every meshed and
-/// proxy cgroup path to its cgroup id. Pure: no kernel needed.
+/// proxy cgroup path to its cgroup id, `cookies` every captured network namespace (as the
+/// config names it) to its cookie. Pure: no kernel needed.
 ///
 /// # Errors
-/// When a path has no id in `ids`, or the entries exceed the maps' capacities.
-pub fn compile(cfg: &Config, ids: &HashMap<String, u64>) -> Result<Desired, Error> {
+/// When a path has no id in `ids` or a namespace no cookie in `cookies`, or the entries
+/// exceed the maps' capacities.
+pub fn compile(
+    cfg: &Config,
+    ids: &HashMap<String, u64>,
+    cookies: &HashMap<String, u64>,
+) -> Result<Desired, Error> {
     let id_of = |path: &str, line: u32| {
         ids.get(path).copied().ok_or_else(|| {
             Error::map(
@@ -96,6 +112,52 @@ pub fn compile(cfg: &Config, ids: &HashMap<String, u64>) -> Result<Desired, Erro
     ports.sort_by_key(|k| (k.cgroup, u16::from_be(k.port)));
     ports.dedup();
     out.ports = ports;
+    for m in &cfg.meshes {
+        let Some(i) = &m.inbound else { continue };
+        let cookie = cookies.get(&i.netns).copied().ok_or_else(|| {
+            Error::map(
+                MAP_INBOUND,
+                format!(
+                    "mesh (line {}): no cookie for network namespace '{}'",
+                    m.span.line, i.netns
+                ),
+            )
+        })?;
+        out.inbound.insert(
+            cookie,
+            MeshInbound {
+                inbound_port: i.port,
+                proxy_port: m.proxy_port,
+                flags: 0,
+            },
+        );
+        for (lo, hi) in &i.exclude_ports {
+            for port in *lo..=*hi {
+                out.inbound_ports.push(MeshInboundPortKey {
+                    netns_cookie: cookie,
+                    port,
+                    pad: [0; 6],
+                });
+            }
+        }
+    }
+    out.inbound_ports.sort_by_key(|k| (k.netns_cookie, k.port));
+    out.inbound_ports.dedup();
+    if out.inbound.len() > mesh::MAX_INBOUND as usize
+        || out.inbound_ports.len() > mesh::MAX_PORTS as usize
+    {
+        return Err(Error::map(
+            MAP_INBOUND,
+            format!(
+                "{} captured network namespaces with {} excluded ports, more than the capacities \
+                 of {} and {}",
+                out.inbound.len(),
+                out.inbound_ports.len(),
+                mesh::MAX_INBOUND,
+                mesh::MAX_PORTS
+            ),
+        ));
+    }
     if out.cgroups.len() > mesh::MAX_CGROUPS as usize {
         return Err(Error::map(
             MAP_CGROUPS,
@@ -157,6 +219,27 @@ pub fn cgroup_ids(cfg: &Config) -> Result<HashMap<String, u64>, Error> {
     Ok(out)
 }
 
+/// The cookie of every network namespace the meshes of `cfg` capture inbound (each must exist).
+///
+/// # Errors
+/// When a namespace cannot be opened or entered.
+pub fn netns_cookies(cfg: &Config) -> Result<HashMap<String, u64>, Error> {
+    let mut out = HashMap::new();
+    for m in &cfg.meshes {
+        if let Some(i) = &m.inbound {
+            let (cookie, _) =
+                crate::attach::mesh_inbound::netns_identity(&i.netns).map_err(|e| {
+                    Error::map(
+                        MAP_INBOUND,
+                        format!("mesh {} (line {}): {e}", m.cgroup, m.span.line),
+                    )
+                })?;
+            out.insert(i.netns.clone(), cookie);
+        }
+    }
+    Ok(out)
+}
+
 /// What applying the mesh maps changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MeshChange {
@@ -164,12 +247,20 @@ pub struct MeshChange {
     pub cgroups: (usize, usize, usize),
     /// Excluded-port entries written and removed.
     pub ports: (usize, usize),
+    /// Inbound capture entries (namespaces, then their excluded ports) written and removed.
+    pub inbound: (usize, usize),
 }
 
 impl MeshChange {
     /// True when nothing was written.
     pub fn is_noop(&self) -> bool {
-        self.cgroups.0 + self.cgroups.1 + self.ports.0 + self.ports.1 == 0
+        self.cgroups.0
+            + self.cgroups.1
+            + self.ports.0
+            + self.ports.1
+            + self.inbound.0
+            + self.inbound.1
+            == 0
     }
 }
 
@@ -177,8 +268,15 @@ impl fmt::Display for MeshChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "mesh: cgroups {} written {} removed ({} meshed), excluded ports {} written {} removed",
-            self.cgroups.0, self.cgroups.1, self.cgroups.2, self.ports.0, self.ports.1
+            "mesh: cgroups {} written {} removed ({} meshed), excluded ports {} written {} removed, \
+             inbound capture entries {} written {} removed",
+            self.cgroups.0,
+            self.cgroups.1,
+            self.cgroups.2,
+            self.ports.0,
+            self.ports.1,
+            self.inbound.0,
+            self.inbound.1
         )
     }
 }
@@ -206,7 +304,8 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<MeshChange,
             .ok_or_else(|| Error::map(name.to_owned(), "missing beside mesh_cgroups"))
     };
     let (ports, stats) = (get(MAP_PORTS)?, get(MAP_STATS)?);
-    let desired = compile(cfg, &cgroup_ids(cfg)?)?;
+    let (inbound, inbound_ports) = (get(MAP_INBOUND)?, get(MAP_INBOUND_PORTS)?);
+    let desired = compile(cfg, &cgroup_ids(cfg)?, &netns_cookies(cfg)?)?;
 
     let cur_cgroups = contents::entries(cgroups)?;
     let cur_ports = contents::entries(ports)?;
@@ -253,6 +352,24 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<MeshChange,
         }
     }
     change.cgroups.2 = meshed.len();
+
+    // Inbound: excluded ports before the capture that honours them; removals the other way.
+    let cur_in = contents::entries(inbound)?;
+    let cur_in_ports = contents::entries(inbound_ports)?;
+    let want_in: Bytes = desired
+        .inbound
+        .iter()
+        .map(|(c, v)| (c.encode(), v.encode()))
+        .collect();
+    let want_in_ports: Bytes = desired
+        .inbound_ports
+        .iter()
+        .map(|k| (k.encode(), one.clone()))
+        .collect();
+    change.inbound.0 = upserts(inbound_ports, &cur_in_ports, &want_in_ports, undo)?
+        + upserts(inbound, &cur_in, &want_in, undo)?;
+    change.inbound.1 = deletes(inbound, &cur_in, &want_in, undo)?
+        + deletes(inbound_ports, &cur_in_ports, &want_in_ports, undo)?;
     Ok(change)
 }
 
@@ -319,11 +436,49 @@ impl fmt::Display for MeshCgroupStatus {
     }
 }
 
+/// One captured network namespace as `weir status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundStatus {
+    /// The namespace as the config names it (from the link's pin name).
+    pub netns: String,
+    /// Its cookie, when it still exists.
+    pub cookie: Option<u64>,
+    /// The capture in force: (inbound port, proxy's outbound port); `None` when the link is
+    /// attached but the capture is off (removed by `weir apply`).
+    pub ports: Option<(u16, u16)>,
+    /// Local ports never captured.
+    pub excluded_ports: usize,
+    /// The proxy's inbound listening sockets weir knows (0: connections are refused).
+    pub listeners: usize,
+}
+
+impl fmt::Display for InboundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "netns {:<34}", self.netns)?;
+        match (self.cookie, self.ports) {
+            (None, _) => write!(f, " (gone)"),
+            (Some(_), None) => write!(f, " inbound capture off"),
+            (Some(_), Some((port, outbound))) => {
+                write!(
+                    f,
+                    " inbound TCP -> proxy port {port} (ports {port} and {outbound} not captured"
+                )?;
+                if self.excluded_ports > 0 {
+                    write!(f, ", {} more excluded", self.excluded_ports)?;
+                }
+                write!(f, "), {} proxy listeners", self.listeners)
+            }
+        }
+    }
+}
+
 /// The mesh section of `weir status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshStatus {
     /// Meshed and proxy cgroups, meshed first, then by path.
     pub cgroups: Vec<MeshCgroupStatus>,
+    /// Captured network namespaces (inbound capture), by name.
+    pub inbound: Vec<InboundStatus>,
     /// Event counters: (name, count).
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -335,6 +490,9 @@ fn counter_name(slot: u32) -> Option<&'static str> {
         mesh::COUNT_RECORDED => Some("established and recorded"),
         mesh::COUNT_ANSWERED => Some("original destinations answered"),
         mesh::COUNT_UNKNOWN => Some("original destination asked, unknown"),
+        mesh::COUNT_INBOUND => Some("inbound connections to the proxy"),
+        mesh::COUNT_INBOUND_REFUSED => Some("inbound connections refused (no proxy listener)"),
+        mesh::COUNT_INBOUND_ANSWERED => Some("original destinations answered (inbound)"),
         _ => None,
     }
 }
@@ -446,6 +604,7 @@ pub fn read_status(pin_dir: &Path) -> Result<MeshStatus, Error> {
     }
     st.cgroups
         .sort_by(|a, b| (a.proxy, &a.path, a.id).cmp(&(b.proxy, &b.path, b.id)));
+    st.inbound = read_inbound(pin_dir)?;
     if let Some((fd, def)) = open_def(pin_dir, MAP_COUNTERS)? {
         for slot in 0..mesh::COUNTERS {
             let Some(name) = counter_name(slot) else {
@@ -456,6 +615,66 @@ pub fn read_status(pin_dir: &Path) -> Result<MeshStatus, Error> {
         }
     }
     Ok(st)
+}
+
+/// The captured namespaces: one per `mesh-inbound@` link pin, with the maps' view of them.
+fn read_inbound(pin_dir: &Path) -> Result<Vec<InboundStatus>, Error> {
+    let mut out = Vec::new();
+    let names = crate::dataplane::list_dir(&pin_dir.join(crate::attach::LINKS_DIR))?;
+    let captured: Vec<String> = names
+        .iter()
+        .filter_map(|n| match crate::attach::AttachPoint::from_pin_name(n) {
+            Some(crate::attach::AttachPoint::MeshInbound { netns }) => Some(netns),
+            _ => None,
+        })
+        .collect();
+    if captured.is_empty() {
+        return Ok(out);
+    }
+    let entries = |name: &str| -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+        match open_def(pin_dir, name)? {
+            Some((fd, def)) => contents::entries_of(fd.as_fd(), def),
+            None => Ok(BTreeMap::new()),
+        }
+    };
+    let inbound = entries(MAP_INBOUND)?;
+    let ports = entries(MAP_INBOUND_PORTS)?;
+    // A sockhash's values are socket cookies; only its keys matter here.
+    let mut listeners: Vec<u64> = Vec::new();
+    if let Some((fd, def)) = open_def(pin_dir, MAP_LISTENERS)? {
+        let mut key: Option<Vec<u8>> = None;
+        let mut next = vec![0u8; def.key.size as usize];
+        while bpf::map_next_key(fd.as_fd(), key.as_deref(), &mut next)
+            .map_err(|e| Error::bpf(format!("map '{MAP_LISTENERS}'"), e))?
+        {
+            if let Ok(k) = maps_schema::MeshListenerKey::decode(&next) {
+                listeners.push(k.netns_cookie);
+            }
+            key = Some(next.clone());
+        }
+    }
+    for netns in captured {
+        let cookie = crate::attach::mesh_inbound::netns_identity(&netns)
+            .ok()
+            .map(|(c, _)| c);
+        let ports_in = cookie
+            .and_then(|c| inbound.get(&c.encode()))
+            .and_then(|v| MeshInbound::decode(v).ok())
+            .map(|v| (v.inbound_port, v.proxy_port));
+        let excluded = ports
+            .keys()
+            .filter_map(|k| MeshInboundPortKey::decode(k).ok())
+            .filter(|k| Some(k.netns_cookie) == cookie)
+            .count();
+        out.push(InboundStatus {
+            netns,
+            cookie,
+            ports: ports_in,
+            excluded_ports: excluded,
+            listeners: listeners.iter().filter(|c| Some(**c) == cookie).count(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -478,7 +697,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let d = compile(&c, &ids).unwrap();
+        let d = compile(&c, &ids, &HashMap::new()).unwrap();
         assert_eq!(d.cgroups.len(), 3);
         assert_eq!(
             d.cgroups[&10],
@@ -506,13 +725,15 @@ mod tests {
             .collect();
         assert_eq!(ports, [(10, 22), (10, 8125), (10, 8126)]);
         // The same config compiles the same; a missing id is an error naming the line.
-        assert_eq!(compile(&c, &ids).unwrap(), d);
+        assert_eq!(compile(&c, &ids, &HashMap::new()).unwrap(), d);
         let mut partial = ids.clone();
         partial.remove("pods/api");
-        let e = compile(&c, &partial).unwrap_err().to_string();
+        let e = compile(&c, &partial, &HashMap::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("pods/api"), "{e}");
         assert_eq!(
-            compile(&cfg(""), &HashMap::new()).unwrap(),
+            compile(&cfg(""), &HashMap::new(), &HashMap::new()).unwrap(),
             Desired::default()
         );
     }
@@ -545,7 +766,8 @@ mod tests {
             let want = kind(name).expected_attach_type();
             assert_eq!(want, Some(hook.attach_type()), "{name}");
         }
-        assert_eq!(o.programs.len(), crate::embedded::PROGS_MESH.len());
+        assert_eq!(kind(crate::embedded::PROG_MESH_INBOUND), ProgKind::SkLookup);
+        assert_eq!(o.programs.len(), crate::embedded::PROGS_MESH.len() + 1);
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub enum ProgKind {
     /// `SEC("sockops")`, `SEC("cgroup/getsockopt")` or `SEC("cgroup/sock_release")`, attached
     /// to a cgroup v2 directory.
     CgroupSock(CgroupSockHook),
+    /// `SEC("sk_lookup")`, attached to a network namespace (`BPF_SK_LOOKUP`).
+    SkLookup,
 }
 
 impl ProgKind {
@@ -170,6 +172,7 @@ impl ProgKind {
                 bpf::consts::BPF_PROG_TYPE_CGROUP_SOCKOPT
             }
             Self::CgroupSock(CgroupSockHook::SockRelease) => bpf::consts::BPF_PROG_TYPE_CGROUP_SOCK,
+            Self::SkLookup => bpf::consts::BPF_PROG_TYPE_SK_LOOKUP,
         }
     }
 
@@ -180,6 +183,7 @@ impl ProgKind {
             Self::SchedCls => None,
             Self::SockAddr(hook) => Some(hook.attach_type()),
             Self::CgroupSock(hook) => Some(hook.attach_type()),
+            Self::SkLookup => Some(bpf::consts::BPF_SK_LOOKUP),
         }
     }
 }
@@ -214,7 +218,7 @@ impl fmt::Display for ObjectProblem {
             Self::Malformed(why) => write!(f, "not a valid BPF ELF object: {why}"),
             Self::UnsupportedSection { program, section } => write!(
                 f,
-                "prog '{program}': section '{section}' is not one weir attaches (xdp, classifier, cgroup/<sock_addr hook>, sockops, cgroup/getsockopt)"
+                "prog '{program}': section '{section}' is not one weir attaches (xdp, classifier, cgroup/<sock_addr hook>, sockops, cgroup/getsockopt, sk_lookup)"
             ),
             Self::License(why) => write!(f, "licence {why}"),
             Self::NoPrograms => write!(f, "no programs in the object"),
@@ -344,6 +348,7 @@ fn verify(name: &str, obj: aya_obj::Object) -> Result<VerifiedObject, Error> {
             ProgramSection::CgroupSock {
                 attach_type: aya_obj::programs::CgroupSockAttachType::SockRelease,
             } => ProgKind::CgroupSock(CgroupSockHook::SockRelease),
+            ProgramSection::SkLookup => ProgKind::SkLookup,
             other => {
                 return Err(object_err(
                     name,
@@ -506,6 +511,107 @@ pub struct LoadedProgram {
     /// Ids of the maps it uses, sorted: the same code on other maps (a map re-created, e.g.
     /// for a new layout) is not a no-op.
     pub map_ids: Vec<u32>,
+    /// What loading another copy with a 64-bit constant replaced takes (sk_lookup programs,
+    /// see [`LoadedProgram::instance`]).
+    reload: Option<std::sync::Arc<Reload>>,
+}
+
+/// A relocated program, kept to load copies of it.
+#[derive(Debug)]
+struct Reload {
+    object: String,
+    insns: Vec<u8>,
+    license: CString,
+    kern_version: u32,
+    btf_fd: Option<std::sync::Arc<OwnedFd>>,
+    func_info: Vec<u8>,
+    func_info_rec_size: u32,
+    line_info: Vec<u8>,
+    line_info_rec_size: u32,
+}
+
+/// Replaces every `ld_imm64 rX, placeholder` in `insns` by `ld_imm64 rX, value`; returns how
+/// many were replaced. A plain (non-map) 64-bit load has src_reg 0.
+fn patch_imm64(insns: &mut [u8], placeholder: u64, value: u64) -> usize {
+    const LD_IMM64: u8 = 0x18;
+    let mut n = 0;
+    let mut i = 0;
+    while i + 16 <= insns.len() {
+        if insns[i] == LD_IMM64 && insns[i + 1] >> 4 == 0 {
+            let lo = u32::from_le_bytes(insns[i + 4..i + 8].try_into().unwrap_or([0; 4]));
+            let hi = u32::from_le_bytes(insns[i + 12..i + 16].try_into().unwrap_or([0; 4]));
+            if (u64::from(hi) << 32 | u64::from(lo)) == placeholder {
+                insns[i + 4..i + 8].copy_from_slice(&(value as u32).to_le_bytes());
+                insns[i + 12..i + 16].copy_from_slice(&((value >> 32) as u32).to_le_bytes());
+                n += 1;
+            }
+            i += 16;
+        } else {
+            i += 8;
+        }
+    }
+    n
+}
+
+impl LoadedProgram {
+    /// Loads another copy of this program with the 64-bit constant `placeholder` replaced by
+    /// `value` everywhere in its code: how one sk_lookup program serves each network namespace
+    /// with that namespace's cookie (it cannot ask the kernel for it).
+    ///
+    /// # Errors
+    /// When the program keeps no code to copy (not an sk_lookup program), its code has no
+    /// `placeholder`, or the kernel refuses the copy.
+    pub fn instance(&self, placeholder: u64, value: u64) -> Result<LoadedProgram, Error> {
+        let r = self.reload.as_ref().ok_or_else(|| {
+            Error::attach(
+                format!("prog '{}'", self.spec.name),
+                "no code kept to load a copy of",
+            )
+        })?;
+        let mut insns = r.insns.clone();
+        if patch_imm64(&mut insns, placeholder, value) == 0 {
+            return Err(object_err(
+                &r.object,
+                ObjectProblem::Relocation(format!(
+                    "prog '{}' has no placeholder {placeholder:#x} to replace",
+                    self.spec.name
+                )),
+            ));
+        }
+        let attrs = bpf::ProgLoad {
+            name: &self.spec.name,
+            prog_type: self.spec.kind.prog_type(),
+            expected_attach_type: self.spec.kind.expected_attach_type(),
+            insns: &insns,
+            license: &r.license,
+            kern_version: r.kern_version,
+            btf_fd: r.btf_fd.as_ref().map(|f| f.as_fd()),
+            func_info: &r.func_info,
+            func_info_rec_size: r.func_info_rec_size,
+            line_info: &r.line_info,
+            line_info_rec_size: r.line_info_rec_size,
+            prog_flags: 0,
+        };
+        let fd = bpf::prog_load(&attrs).map_err(|e| Error::Verifier {
+            program: self.spec.name.clone(),
+            object: r.object.clone(),
+            errno: e.errno(),
+            message: e.source.to_string(),
+            log: e.verifier_log.clone().unwrap_or_default(),
+        })?;
+        let info = bpf::prog_info(fd.as_fd())
+            .map_err(|e| Error::bpf(format!("prog '{}'", self.spec.name), e))?;
+        let mut map_ids = info.map_ids.clone();
+        map_ids.sort_unstable();
+        Ok(LoadedProgram {
+            spec: self.spec.clone(),
+            fd,
+            id: info.id,
+            tag: info.tag,
+            map_ids,
+            reload: None,
+        })
+    }
 }
 
 /// Where an object gets the fds of the maps it references.
@@ -553,15 +659,15 @@ impl VerifiedObject {
         let name = self.name.clone();
         let obj = &mut self.obj;
 
-        let btf_fd: Option<OwnedFd> = match contained("BTF sanitize", || {
+        let btf_fd: Option<std::sync::Arc<OwnedFd>> = match contained("BTF sanitize", || {
             obj.fixup_and_sanitize_btf(&btf_features())
                 .map(|b| b.map(|b| b.to_bytes()))
         })
         .map_err(|why| object_err(&name, ObjectProblem::Btf(why)))?
         {
-            Ok(Some(bytes)) => {
-                Some(bpf::btf_load(&bytes).map_err(|e| Error::bpf(format!("object '{name}'"), e))?)
-            }
+            Ok(Some(bytes)) => Some(std::sync::Arc::new(
+                bpf::btf_load(&bytes).map_err(|e| Error::bpf(format!("object '{name}'"), e))?,
+            )),
             Ok(None) => None,
             Err(e) => return Err(object_err(&name, ObjectProblem::Btf(chain(&e)))),
         };
@@ -670,12 +776,42 @@ impl VerifiedObject {
             );
             let mut map_ids = info.map_ids.clone();
             map_ids.sort_unstable();
+            let reload = (spec.kind == ProgKind::SkLookup).then(|| {
+                std::sync::Arc::new(Reload {
+                    object: name.clone(),
+                    insns: insns.clone(),
+                    license: license.clone(),
+                    kern_version: obj.kernel_version.unwrap_or(0),
+                    btf_fd: btf_fd.clone(),
+                    func_info: if with_btf {
+                        func_info.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    func_info_rec_size: if with_btf {
+                        func.func_info_rec_size as u32
+                    } else {
+                        0
+                    },
+                    line_info: if with_btf {
+                        line_info.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    line_info_rec_size: if with_btf {
+                        func.line_info_rec_size as u32
+                    } else {
+                        0
+                    },
+                })
+            });
             loaded.push(LoadedProgram {
                 spec: spec.clone(),
                 fd,
                 id: info.id,
                 tag: info.tag,
                 map_ids,
+                reload,
             });
         }
         Ok(loaded)
@@ -781,6 +917,34 @@ mod tests {
         for cut in (0..good.len()).step_by(3) {
             let _ = parse_and_verify("cut.o", &good[..cut]);
         }
+    }
+
+    #[test]
+    fn the_netns_placeholder_is_patched_in_every_64_bit_load() {
+        let ph = maps_schema::mesh::NETNS_PLACEHOLDER;
+        let mut insns = Vec::new();
+        // ld_imm64 r2, placeholder; mov r0, 1; ld_imm64 r1 (map fd, src_reg 1), placeholder
+        insns.extend_from_slice(&[0x18, 0x02, 0, 0]);
+        insns.extend_from_slice(&(ph as u32).to_le_bytes());
+        insns.extend_from_slice(&[0, 0, 0, 0]);
+        insns.extend_from_slice(&((ph >> 32) as u32).to_le_bytes());
+        insns.extend_from_slice(&[0xb7, 0, 0, 0, 1, 0, 0, 0]);
+        insns.extend_from_slice(&[0x18, 0x11, 0, 0]);
+        insns.extend_from_slice(&(ph as u32).to_le_bytes());
+        insns.extend_from_slice(&[0, 0, 0, 0]);
+        insns.extend_from_slice(&((ph >> 32) as u32).to_le_bytes());
+        assert_eq!(patch_imm64(&mut insns, ph, 0x1122_3344_5566_7788), 1);
+        assert_eq!(&insns[4..8], &0x5566_7788u32.to_le_bytes());
+        assert_eq!(&insns[12..16], &0x1122_3344u32.to_le_bytes());
+        // The map load (src_reg 1) is left alone.
+        assert_eq!(&insns[28..32], &(ph as u32).to_le_bytes());
+        // The shipped object carries the placeholder exactly once.
+        let mesh = crate::embedded::OBJECTS
+            .iter()
+            .find(|o| o.name == "mesh.o")
+            .unwrap();
+        let needle = [&(ph as u32).to_le_bytes()[..], &[0u8; 4]].concat();
+        assert!(mesh.bytes.windows(8).any(|w| w == needle.as_slice()));
     }
 
     #[test]

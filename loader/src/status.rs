@@ -484,6 +484,9 @@ impl fmt::Display for Status {
             for c in &self.mesh.cgroups {
                 writeln!(f, "  {c}")?;
             }
+            for i in &self.mesh.inbound {
+                writeln!(f, "  {i}")?;
+            }
             for (what, n) in self.mesh.counters.iter().filter(|(_, n)| *n > 0) {
                 writeln!(f, "  {what}: {n}")?;
             }

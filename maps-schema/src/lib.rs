@@ -37,6 +37,8 @@ pub enum MapType {
     LruPerCpuHash = 10,
     /// `BPF_MAP_TYPE_LPM_TRIE`
     LpmTrie = 11,
+    /// `BPF_MAP_TYPE_SOCKHASH`: sockets by key (user space reads a socket's cookie as the value).
+    SockHash = 18,
     /// `BPF_MAP_TYPE_SK_STORAGE`: a value per socket, owned by the socket (no keys to list).
     SkStorage = 24,
     /// `BPF_MAP_TYPE_RINGBUF`
@@ -53,6 +55,7 @@ impl MapType {
         MapType::LruHash,
         MapType::LruPerCpuHash,
         MapType::LpmTrie,
+        MapType::SockHash,
         MapType::SkStorage,
         MapType::RingBuf,
     ];
@@ -72,6 +75,7 @@ impl MapType {
             MapType::LruHash => "lru_hash",
             MapType::LruPerCpuHash => "lru_percpu_hash",
             MapType::LpmTrie => "lpm_trie",
+            MapType::SockHash => "sockhash",
             MapType::SkStorage => "sk_storage",
             MapType::RingBuf => "ringbuf",
         }
@@ -87,6 +91,7 @@ impl MapType {
             MapType::LruHash => "BPF_MAP_TYPE_LRU_HASH",
             MapType::LruPerCpuHash => "BPF_MAP_TYPE_LRU_PERCPU_HASH",
             MapType::LpmTrie => "BPF_MAP_TYPE_LPM_TRIE",
+            MapType::SockHash => "BPF_MAP_TYPE_SOCKHASH",
             MapType::SkStorage => "BPF_MAP_TYPE_SK_STORAGE",
             MapType::RingBuf => "BPF_MAP_TYPE_RINGBUF",
         }
@@ -301,6 +306,20 @@ pub mod mesh {
     pub const COUNT_ANSWERED: u32 = 3;
     /// `mesh_counters` slot: `SO_ORIGINAL_DST` asked for a socket weir did not redirect.
     pub const COUNT_UNKNOWN: u32 = 4;
+    /// `mesh_counters` slot: inbound connections handed to the proxy's inbound listener.
+    pub const COUNT_INBOUND: u32 = 5;
+    /// `mesh_counters` slot: inbound connections refused: no proxy listens on the inbound port.
+    pub const COUNT_INBOUND_REFUSED: u32 = 6;
+    /// `mesh_counters` slot: `SO_ORIGINAL_DST` answered for an inbound-captured connection
+    /// (its own local address).
+    pub const COUNT_INBOUND_ANSWERED: u32 = 7;
+    /// The placeholder `mesh_inbound` carries in its code for the network namespace cookie it
+    /// serves: the loader writes the real cookie into each netns's copy of the program.
+    pub const NETNS_PLACEHOLDER: u64 = 0x7765_6972_6e65_746e;
+    /// Capacity of `mesh_inbound` (captured network namespaces).
+    pub const MAX_INBOUND: u32 = 1024;
+    /// Capacity of `mesh_listeners` (inbound listeners: one or two per captured netns).
+    pub const MAX_LISTENERS: u32 = 4096;
     /// Number of `mesh_counters` slots.
     pub const COUNTERS: u32 = 8;
     /// The `getsockopt` option name of `SO_ORIGINAL_DST` (level `SOL_IP`) and of
@@ -739,6 +758,18 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_MESH_COUNT_UNKNOWN",
                 value: mesh::COUNT_UNKNOWN,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_INBOUND",
+                value: mesh::COUNT_INBOUND,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_INBOUND_REFUSED",
+                value: mesh::COUNT_INBOUND_REFUSED,
+            },
+            Constant {
+                c_name: "WEIR_MESH_COUNT_INBOUND_ANSWERED",
+                value: mesh::COUNT_INBOUND_ANSWERED,
             },
             Constant {
                 c_name: "WEIR_SO_ORIGINAL_DST",
@@ -1198,6 +1229,36 @@ pub const MAPS: &[MapDef] = &[
         flags: 0,
         layout_version: 1,
         doc: "Service-mesh events (index: WEIR_MESH_COUNT_*), per CPU; bytes stays 0.",
+    },
+    MapDef {
+        name: "mesh_inbound",
+        map_type: MapType::Hash,
+        key: <u64 as Codec>::LAYOUT,
+        value: MeshInbound::LAYOUT,
+        max_entries: mesh::MAX_INBOUND,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Inbound capture by network namespace cookie: the proxy's inbound and outbound ports (never captured themselves).",
+    },
+    MapDef {
+        name: "mesh_in_ports",
+        map_type: MapType::Hash,
+        key: MeshInboundPortKey::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: mesh::MAX_PORTS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Local ports (value 1) of a captured network namespace that are never captured.",
+    },
+    MapDef {
+        name: "mesh_listeners",
+        map_type: MapType::SockHash,
+        key: MeshListenerKey::LAYOUT,
+        value: <u64 as Codec>::LAYOUT,
+        max_entries: mesh::MAX_LISTENERS,
+        flags: 0,
+        layout_version: 1,
+        doc: "The proxy's inbound listening sockets by (netns cookie, port, family), added by mesh_sockops when they start listening.",
     },
     MapDef {
         name: "prefilter_v4",
@@ -2104,6 +2165,44 @@ schema_struct! {
         pub port: u16,
         /// Always 0.
         pub pad: [u8; 6],
+    }
+}
+
+schema_struct! {
+    /// Value of `mesh_inbound`: C `struct weir_mesh_inbound`.
+    pub struct MeshInbound as "weir_mesh_inbound" {
+        /// The proxy's inbound port, host byte order.
+        pub inbound_port: u16,
+        /// The proxy's outbound port, host byte order (never captured either).
+        pub proxy_port: u16,
+        /// Always 0.
+        pub flags: u32,
+    }
+}
+
+schema_struct! {
+    /// Key of `mesh_in_ports`: C `struct weir_mesh_inbound_port_key`.
+    pub struct MeshInboundPortKey as "weir_mesh_inbound_port_key" {
+        /// The captured network namespace's cookie.
+        pub netns_cookie: u64,
+        /// Local port, host byte order.
+        pub port: u16,
+        /// Always 0.
+        pub pad: [u8; 6],
+    }
+}
+
+schema_struct! {
+    /// Key of `mesh_listeners`: C `struct weir_mesh_listener_key`.
+    pub struct MeshListenerKey as "weir_mesh_listener_key" {
+        /// The listener's network namespace cookie.
+        pub netns_cookie: u64,
+        /// Its port, host byte order.
+        pub port: u16,
+        /// 4 (AF_INET socket) or 6 (AF_INET6, dual-stack unless IPV6_V6ONLY).
+        pub family: u16,
+        /// Always 0.
+        pub pad: u32,
     }
 }
 

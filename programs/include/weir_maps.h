@@ -58,6 +58,9 @@
 #define WEIR_MESH_COUNT_RECORDED 2
 #define WEIR_MESH_COUNT_ANSWERED 3
 #define WEIR_MESH_COUNT_UNKNOWN 4
+#define WEIR_MESH_COUNT_INBOUND 5
+#define WEIR_MESH_COUNT_INBOUND_REFUSED 6
+#define WEIR_MESH_COUNT_INBOUND_ANSWERED 7
 #define WEIR_SO_ORIGINAL_DST 80
 
 /* Prefilter verdict reasons: the key of prefilter_stats. */
@@ -292,6 +295,38 @@ _Static_assert(__builtin_offsetof(struct weir_mesh_tuple, proxy) == 24, "struct 
 _Static_assert(__builtin_offsetof(struct weir_mesh_tuple, client_port) == 40, "struct weir_mesh_tuple.client_port: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_mesh_tuple, proxy_port) == 42, "struct weir_mesh_tuple.proxy_port: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_mesh_tuple, pad) == 44, "struct weir_mesh_tuple.pad: offset differs from maps-schema");
+
+struct weir_mesh_inbound {
+	__u16 inbound_port;
+	__u16 proxy_port;
+	__u32 flags;
+};
+_Static_assert(sizeof(struct weir_mesh_inbound) == 8, "struct weir_mesh_inbound: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound, inbound_port) == 0, "struct weir_mesh_inbound.inbound_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound, proxy_port) == 2, "struct weir_mesh_inbound.proxy_port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound, flags) == 4, "struct weir_mesh_inbound.flags: offset differs from maps-schema");
+
+struct weir_mesh_inbound_port_key {
+	__u64 netns_cookie;
+	__u16 port;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct weir_mesh_inbound_port_key) == 16, "struct weir_mesh_inbound_port_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound_port_key, netns_cookie) == 0, "struct weir_mesh_inbound_port_key.netns_cookie: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound_port_key, port) == 8, "struct weir_mesh_inbound_port_key.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_inbound_port_key, pad) == 10, "struct weir_mesh_inbound_port_key.pad: offset differs from maps-schema");
+
+struct weir_mesh_listener_key {
+	__u64 netns_cookie;
+	__u16 port;
+	__u16 family;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weir_mesh_listener_key) == 16, "struct weir_mesh_listener_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_listener_key, netns_cookie) == 0, "struct weir_mesh_listener_key.netns_cookie: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_listener_key, port) == 8, "struct weir_mesh_listener_key.port: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_listener_key, family) == 10, "struct weir_mesh_listener_key.family: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_mesh_listener_key, pad) == 12, "struct weir_mesh_listener_key.pad: offset differs from maps-schema");
 
 struct weir_deny_v4 {
 	__u64 hits;
@@ -682,6 +717,38 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct
 		__type(value, struct weir_counter); \
 		__uint(max_entries, 8); \
 	} mesh_counters SEC(".maps")
+
+/* mesh_inbound (hash, 1024 entries): Inbound capture by network namespace cookie: the proxy's inbound and outbound ports (never captured themselves). */
+#define WEIR_LAYOUT_VERSION_MESH_INBOUND 1
+#define WEIR_DEFINE_MAP_MESH_INBOUND \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u64); \
+		__type(value, struct weir_mesh_inbound); \
+		__uint(max_entries, 1024); \
+		__uint(map_flags, 0x1); \
+	} mesh_inbound SEC(".maps")
+
+/* mesh_in_ports (hash, 16384 entries): Local ports (value 1) of a captured network namespace that are never captured. */
+#define WEIR_LAYOUT_VERSION_MESH_IN_PORTS 1
+#define WEIR_DEFINE_MAP_MESH_IN_PORTS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_mesh_inbound_port_key); \
+		__type(value, __u32); \
+		__uint(max_entries, 16384); \
+		__uint(map_flags, 0x1); \
+	} mesh_in_ports SEC(".maps")
+
+/* mesh_listeners (sockhash, 4096 entries): The proxy's inbound listening sockets by (netns cookie, port, family), added by mesh_sockops when they start listening. */
+#define WEIR_LAYOUT_VERSION_MESH_LISTENERS 1
+#define WEIR_DEFINE_MAP_MESH_LISTENERS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_SOCKHASH); \
+		__type(key, struct weir_mesh_listener_key); \
+		__type(value, __u64); \
+		__uint(max_entries, 4096); \
+	} mesh_listeners SEC(".maps")
 
 /* prefilter_v4 (array, 65536 entries): XDP prefilter IPv4 deny entries by id (the leaves of deny_v4_root/_nodes): the prefix and its hits. */
 #define WEIR_LAYOUT_VERSION_PREFILTER_V4 2

@@ -206,6 +206,18 @@ pub fn residue(sb: &weir::sandbox::Sandbox) -> Vec<String> {
     if clsact {
         left.push(format!("clsact qdisc on {}", sb.veth_b));
     }
+    // The mesh's inbound capture (sk_lookup) in the workload namespace.
+    let ns = ns_b(sb);
+    let ids = bpf::prog_query(
+        bpf::LinkTarget::Fd(ns.as_fd()),
+        bpf::consts::BPF_SK_LOOKUP,
+        0,
+    )
+    .map(|q| q.prog_ids)
+    .unwrap_or_default();
+    if !ids.is_empty() {
+        left.push(format!("sk_lookup programs {ids:?} in {}", sb.ns_b));
+    }
     let dir = cgroup::open_dir(&sb.cgroup_dir).expect("cgroup dir");
     // Every hook weir attaches at a cgroup, from the embedded program lists (connect-time LB
     // with its sock_release, and the service mesh: sockops and getsockopt too).

@@ -125,6 +125,17 @@ impl Proxy {
         dual: bool,
         table: &[(SocketAddr, Vec<SocketAddr>)],
     ) -> Self {
+        Self::start_in(&sb.ns_a, PROXY_PORT, dir, dual, table)
+    }
+
+    /// As [`Proxy::start`], in namespace `ns` on `port`.
+    fn start_in(
+        ns: &str,
+        port: u16,
+        dir: &Path,
+        dual: bool,
+        table: &[(SocketAddr, Vec<SocketAddr>)],
+    ) -> Self {
         let table: Vec<String> = table
             .iter()
             .map(|(vip, bes)| {
@@ -133,9 +144,8 @@ impl Proxy {
             })
             .collect();
         let spec = format!(
-            "{}|{}|{PROXY_PORT}|{}|{}",
+            "{}|{ns}|{port}|{}|{}",
             dir.display(),
-            sb.ns_a,
             if dual { "dual" } else { "split" },
             table.join(";")
         );
@@ -668,5 +678,107 @@ fn a_dual_stack_proxy_and_loopback_destinations() {
     ok(weir_in(&sb, &["unload"]));
     assert_eq!(mesh_residue(&sb), Vec::<String>::new());
     drop(proxy);
+    drop(cgs);
+}
+
+const INBOUND_PORT: u16 = 15006;
+const ECONNREFUSED: i32 = 111;
+
+/// Inbound capture: namespace `b` is the meshed workload's. Its app (backends on 8001 and
+/// 8003) is reached from namespace `a`; the proxy listens on `[::]:15006` in `b` (in its own
+/// cgroup below the meshed one) and, for each connection, asks SO_ORIGINAL_DST and connects to
+/// that address itself (over loopback, which is never captured).
+#[test]
+fn inbound_connections_go_to_the_proxy_inbound_port() {
+    let sb = sandbox("msi");
+    let _app = Backends::start(&sb, &[8001, 8003]);
+    wait_for_v6(&sb, 8001);
+    let cgs = SubCgroups::new(&sb, &["app", "app/envoy", "client"]);
+    let (envoy, client) = (&cgs.0[1], &cgs.0[2]);
+    let base = format!(
+        "cgroup {cg}\nmesh {cg}/app proxy-port={PROXY_PORT} proxy-cgroup={cg}/app/envoy",
+        cg = sb.cgroup
+    );
+    let inbound = format!(
+        "{base} inbound-port={INBOUND_PORT} netns={} exclude-inbound-ports=8003\n",
+        sb.ns_b
+    );
+    let out = load(&sb, &inbound);
+    assert!(out.contains("mesh-inbound"), "{out}");
+    let proxy = Proxy::start_in(&sb.ns_b, INBOUND_PORT, envoy, true, &[]);
+
+    // IPv4 and IPv6 connections to the app's port arrive at the proxy, which learns the
+    // original destination and reaches the app itself; the client sees the app's address.
+    let v4 = clients(&sb, client, b4(8001), 3);
+    assert_proxied("inbound v4", &v4, b4(8001), b4(8001), &[b4(8001)]);
+    let v6 = clients(&sb, client, b6(8001), 3);
+    assert_proxied("inbound v6", &v6, b6(8001), b6(8001), &[b6(8001)]);
+    // An excluded port goes straight to the app.
+    assert_eq!(
+        clients(&sb, client, b4(8003), 1),
+        [Reply::ok(b4(8003), "be8003")]
+    );
+
+    let st = status_mesh(&sb);
+    assert_eq!(st.inbound.len(), 1, "{st:?}");
+    let i = &st.inbound[0];
+    assert_eq!(
+        (&i.netns, i.ports, i.excluded_ports, i.listeners),
+        (&sb.ns_b, Some((INBOUND_PORT, PROXY_PORT)), 1, 1),
+        "{st:?}"
+    );
+    let count = |st: &weir::mesh::MeshStatus, name: &str| {
+        st.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count(&st, "inbound connections to the proxy"), 6, "{st:?}");
+    assert_eq!(
+        count(&st, "original destinations answered (inbound)"),
+        6,
+        "{st:?}"
+    );
+    let shown = ok(weir_in(&sb, &["status"]));
+    assert!(shown.contains("inbound TCP -> proxy port 15006"), "{shown}");
+
+    // Removing inbound-port with `weir apply`: the app is reached directly again.
+    let out = apply(&sb, &format!("{base}\n"));
+    assert!(
+        out.contains("inbound capture entries 0 written 2 removed"),
+        "{out}"
+    );
+    assert_eq!(
+        clients(&sb, client, b4(8001), 1),
+        [Reply::ok(b4(8001), "be8001")]
+    );
+    assert_eq!(
+        clients(&sb, client, b6(8001), 1),
+        [Reply::ok(b6(8001), "be8001")]
+    );
+    assert_eq!(status_mesh(&sb).inbound[0].ports, None);
+    // And back on: through the proxy again (its listener stayed known).
+    apply(&sb, &inbound);
+    let v4 = clients(&sb, client, b4(8001), 1);
+    assert_proxied("inbound again", &v4, b4(8001), b4(8001), &[b4(8001)]);
+
+    // No proxy listening: captured connections are refused (fail closed, as REDIRECT).
+    drop(proxy);
+    assert_eq!(
+        clients(&sb, client, b4(8001), 1),
+        [Reply::Err(ECONNREFUSED)]
+    );
+    assert_eq!(status_mesh(&sb).inbound[0].listeners, 0);
+
+    // A load without inbound capture detaches it; unload leaves nothing behind.
+    let out = load(&sb, &format!("{base}\n"));
+    assert!(out.contains("(mesh-inbound):  detached"), "{out}");
+    assert_eq!(
+        clients(&sb, client, b4(8001), 1),
+        [Reply::ok(b4(8001), "be8001")]
+    );
+    load(&sb, &inbound);
+    ok(weir_in(&sb, &["unload"]));
+    assert_eq!(residue(&sb), Vec::<String>::new());
     drop(cgs);
 }

@@ -8,6 +8,7 @@
 //! id is its own.
 
 pub mod mesh;
+pub mod mesh_inbound;
 pub mod sock_addr;
 pub mod tc;
 pub mod xdp;
@@ -44,6 +45,9 @@ pub enum AttachPoint {
     Mesh { cgroup: String, hook: MeshHook },
     /// The load balancer's `cgroup/sock_release` program on a cgroup; `cgroup` as above.
     SockRelease { cgroup: String },
+    /// The mesh's inbound capture (sk_lookup) in a network namespace (name or path, as in the
+    /// config's `netns=`).
+    MeshInbound { netns: String },
 }
 
 /// The pin name prefix of [`AttachPoint::SockRelease`].
@@ -65,6 +69,7 @@ impl AttachPoint {
             Self::Cgroup { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
             Self::Mesh { cgroup, hook } => format!("{}@{}", hook.name(), escape(cgroup)),
             Self::SockRelease { cgroup } => format!("{SOCK_RELEASE}@{}", escape(cgroup)),
+            Self::MeshInbound { netns } => format!("{}@{}", mesh_inbound::KIND, escape(netns)),
         }
     }
 
@@ -89,6 +94,9 @@ impl AttachPoint {
             },
             SOCK_RELEASE => Self::SockRelease {
                 cgroup: unescape(target)?,
+            },
+            mesh_inbound::KIND => Self::MeshInbound {
+                netns: unescape(target)?,
             },
             other if MeshHook::ALL.iter().any(|h| h.name() == other) => {
                 let hook = MeshHook::ALL.iter().find(|h| h.name() == other)?;
@@ -123,6 +131,7 @@ impl AttachPoint {
             Self::Cgroup { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
             Self::Mesh { cgroup, hook } => format!("cgroup {cgroup} ({})", hook.name()),
             Self::SockRelease { cgroup } => format!("cgroup {cgroup} ({SOCK_RELEASE})"),
+            Self::MeshInbound { netns } => format!("network namespace {netns} (mesh-inbound)"),
         }
     }
 }
@@ -411,6 +420,7 @@ pub fn attach(pin_dir: &Path, want: &Desired, prog: &LoadedProgram) -> Result<Ou
             crate::object::CgroupSockHook::SockRelease.attach_type(),
             prog,
         ),
+        AttachPoint::MeshInbound { netns } => mesh_inbound::attach(&pins, netns, prog),
     }
 }
 
@@ -432,7 +442,8 @@ pub fn undo(pin_dir: &Path, point: &AttachPoint, outcome: Outcome) -> Result<(),
             }
             AttachPoint::Cgroup { .. }
             | AttachPoint::Mesh { .. }
-            | AttachPoint::SockRelease { .. } => sock_addr::replace_back(&pins, previous.as_fd()),
+            | AttachPoint::SockRelease { .. }
+            | AttachPoint::MeshInbound { .. } => sock_addr::replace_back(&pins, previous.as_fd()),
         },
     }
 }
@@ -447,9 +458,10 @@ pub fn detach(pin_dir: &Path, point: &AttachPoint) -> Result<(), Error> {
     match point {
         AttachPoint::Xdp { ifname, .. } => xdp::detach(&pins, ifname),
         AttachPoint::Tc { ifname, egress } => tc::detach(&pins, pin_dir, ifname, *egress),
-        AttachPoint::Cgroup { .. } | AttachPoint::Mesh { .. } | AttachPoint::SockRelease { .. } => {
-            sock_addr::detach(&pins)
-        }
+        AttachPoint::Cgroup { .. }
+        | AttachPoint::Mesh { .. }
+        | AttachPoint::SockRelease { .. }
+        | AttachPoint::MeshInbound { .. } => sock_addr::detach(&pins),
     }
 }
 
@@ -531,6 +543,12 @@ mod tests {
             },
             AttachPoint::SockRelease {
                 cgroup: "weir/lb".into(),
+            },
+            AttachPoint::MeshInbound {
+                netns: "/proc/1/ns/net".into(),
+            },
+            AttachPoint::MeshInbound {
+                netns: "web".into(),
             },
         ];
         for p in points {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use super::diag::{show, Diagnostic, Sink, Span};
 use super::lexer::Word;
-use super::model::Mesh;
+use super::model::{Mesh, MeshInbound};
 use super::parse::{normalize_cgroup_path, Builder};
 use super::syntax::Statement;
 
@@ -34,6 +34,8 @@ pub(crate) struct MeshState {
     proxies: HashMap<String, u32>,
     /// The text of each mesh statement's line, for the whole-file checks, in statement order.
     lines: Vec<String>,
+    /// Captured network namespace → line of the statement capturing it.
+    netns: HashMap<String, u32>,
 }
 
 /// Parses `PORT` or `LOW-HIGH` (1..=65535, LOW <= HIGH).
@@ -54,7 +56,7 @@ fn port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 /// `exclude-ports=PORT|LOW-HIGH,...`: sorted, merged ranges.
-fn exclude_ports(value: &Word, sink: &mut Sink<'_>) -> Option<Vec<(u16, u16)>> {
+fn exclude_ports(name: &str, value: &Word, sink: &mut Sink<'_>) -> Option<Vec<(u16, u16)>> {
     let mut out: Vec<(u16, u16)> = Vec::new();
     let mut ok = true;
     for item in value.text.split(',') {
@@ -63,15 +65,11 @@ fn exclude_ports(value: &Word, sink: &mut Sink<'_>) -> Option<Vec<(u16, u16)>> {
             None => {
                 sink.error(
                     value.span,
-                    format!(
-                        "invalid port or port range '{}' in exclude-ports",
-                        show(item)
-                    ),
-                    Some(
+                    format!("invalid port or port range '{}' in {name}", show(item)),
+                    Some(format!(
                         "write ports 1 to 65535 or LOW-HIGH ranges separated by commas, \
-                         e.g. exclude-ports=22,8125-8126"
-                            .to_owned(),
-                    ),
+                         e.g. {name}=22,8125-8126"
+                    )),
                 );
                 ok = false;
             }
@@ -95,7 +93,7 @@ fn exclude_ports(value: &Word, sink: &mut Sink<'_>) -> Option<Vec<(u16, u16)>> {
     if total > MAX_EXCLUDED_PORTS {
         sink.error(
             value.span,
-            format!("exclude-ports names {total} ports, more than {MAX_EXCLUDED_PORTS}"),
+            format!("{name} names {total} ports, more than {MAX_EXCLUDED_PORTS}"),
             Some(
                 "exclude fewer ports (each one is a map entry); to leave most traffic alone, \
                  mesh a smaller cgroup instead"
@@ -215,9 +213,11 @@ pub(crate) fn mesh(statement: &Statement, builder: &mut Builder, sink: &mut Sink
 
     let excluded = match statement.option("exclude-ports") {
         None => Some(Vec::new()),
-        Some(opt) => exclude_ports(&opt.value, sink),
+        Some(opt) => exclude_ports("exclude-ports", &opt.value, sink),
     };
     ok &= excluded.is_some();
+    let inbound = inbound(statement, builder, proxy_port, sink);
+    ok &= inbound.is_ok();
 
     if let Some(c) = &cgroup {
         if let Some(line) = builder.mesh.meshed.get(c) {
@@ -237,13 +237,16 @@ pub(crate) fn mesh(statement: &Statement, builder: &mut Builder, sink: &mut Sink
         }
     }
 
-    let (Some(cgroup), Some(proxy_port), Some(exclude_ports), true) =
-        (cgroup, proxy_port, excluded, ok)
+    let (Some(cgroup), Some(proxy_port), Some(exclude_ports), Ok(inbound), true) =
+        (cgroup, proxy_port, excluded, inbound, ok)
     else {
         return;
     };
     let line = path.span.line;
     builder.mesh.meshed.insert(cgroup.clone(), line);
+    if let Some(i) = &inbound {
+        builder.mesh.netns.insert(i.netns.clone(), line);
+    }
     if let Some(p) = &proxy_cgroup {
         builder.mesh.proxies.entry(p.clone()).or_insert(line);
     }
@@ -254,8 +257,126 @@ pub(crate) fn mesh(statement: &Statement, builder: &mut Builder, sink: &mut Sink
         proxy_cgroup,
         proxy_uid,
         exclude_ports,
+        inbound,
         span: path.span,
     });
+}
+
+/// `inbound-port=PORT netns=NAME|PATH [exclude-inbound-ports=...]`: all three or none of the
+/// first two. `Err(())` when something was reported.
+fn inbound(
+    statement: &Statement,
+    builder: &Builder,
+    proxy_port: Option<u16>,
+    sink: &mut Sink<'_>,
+) -> Result<Option<MeshInbound>, ()> {
+    let port_opt = statement.option("inbound-port");
+    let netns_opt = statement.option("netns");
+    let excl_opt = statement.option("exclude-inbound-ports");
+    let end = Span::new(statement.span.line, statement.span.end(), 1);
+    let Some(port_opt) = port_opt else {
+        // Without inbound-port the other two mean nothing: say so rather than ignore them.
+        for opt in [netns_opt, excl_opt].into_iter().flatten() {
+            sink.error(
+                opt.key.span,
+                format!("'{}' needs inbound-port=", opt.key.text),
+                Some(
+                    "inbound capture sends connections arriving in netns= to the proxy's \
+                     inbound port (Istio: inbound-port=15006)"
+                        .to_owned(),
+                ),
+            );
+        }
+        return if netns_opt.is_some() || excl_opt.is_some() {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    };
+    let mut ok = true;
+    let port = match port_range(&port_opt.value.text) {
+        Some((p, q)) if p == q => {
+            if Some(p) == proxy_port {
+                sink.error(
+                    port_opt.value.span,
+                    format!("inbound-port {p} is the proxy-port too"),
+                    Some(
+                        "the proxy needs one listener for outbound and another for inbound \
+                         connections (Istio: 15001 and 15006)"
+                            .to_owned(),
+                    ),
+                );
+                ok = false;
+            }
+            Some(p)
+        }
+        _ => {
+            sink.error(
+                port_opt.value.span,
+                format!("invalid inbound-port '{}'", show(&port_opt.value.text)),
+                Some("a port is a number from 1 to 65535".to_owned()),
+            );
+            ok = false;
+            None
+        }
+    };
+    let netns = match netns_opt {
+        None => {
+            sink.error(
+                end,
+                "inbound-port= needs netns=".to_owned(),
+                Some(
+                    "inbound capture works per network namespace: name the workload's, \
+                     e.g. netns=web (/run/netns/web) or netns=/proc/1234/ns/net"
+                        .to_owned(),
+                ),
+            );
+            ok = false;
+            None
+        }
+        Some(opt) => {
+            let text = opt.value.text.as_str();
+            let valid = !text.is_empty()
+                && !text.contains('\0')
+                && (text.contains('/') || !matches!(text, "." | ".."))
+                && (!text.contains('/') || text.starts_with('/'));
+            if !valid {
+                sink.error(
+                    opt.value.span,
+                    format!("invalid netns '{}'", show(text)),
+                    Some(
+                        "a name in /run/netns (as `ip netns` makes) or an absolute path such \
+                         as /proc/1234/ns/net"
+                            .to_owned(),
+                    ),
+                );
+                ok = false;
+                None
+            } else if let Some(line) = builder.mesh.netns.get(text) {
+                sink.error(
+                    opt.value.span,
+                    format!("network namespace '{text}' is captured already (line {line})"),
+                    Some("one inbound capture per network namespace".to_owned()),
+                );
+                ok = false;
+                None
+            } else {
+                Some(text.to_owned())
+            }
+        }
+    };
+    let excluded = match excl_opt {
+        None => Some(Vec::new()),
+        Some(opt) => exclude_ports("exclude-inbound-ports", &opt.value, sink),
+    };
+    match (port, netns, excluded, ok) {
+        (Some(port), Some(netns), Some(exclude_ports), true) => Ok(Some(MeshInbound {
+            port,
+            netns,
+            exclude_ports,
+        })),
+        _ => Err(()),
+    }
 }
 
 /// True when `path` is `attach` or below it.
@@ -430,6 +551,61 @@ mod tests {
         assert!(e[0].3.contains("proxy cgroup 'sidecars'"), "{e:?}");
         ok("cgroup pods\nmesh pods proxy-port=1 proxy-cgroup=pods/envoy\n");
         ok("mesh anywhere proxy-port=1 proxy-cgroup=else\n");
+    }
+
+    #[test]
+    fn inbound_capture_parses_renders_and_reports_errors() {
+        let c = ok(
+            "mesh w proxy-port=15001 proxy-uid=1337 inbound-port=15006 netns=web \
+                    exclude-inbound-ports=15090,22\n",
+        );
+        let i = c.meshes[0].inbound.as_ref().unwrap();
+        assert_eq!((i.port, i.netns.as_str()), (15006, "web"));
+        assert_eq!(i.exclude_ports, [(22, 22), (15090, 15090)]);
+        let text = render_config(&c);
+        assert!(
+            text.contains("inbound-port=15006 netns=web exclude-inbound-ports=22,15090"),
+            "{text}"
+        );
+        assert!(ok(&text).eq_ignoring_spans(&c));
+        assert!(
+            ok("mesh w proxy-port=1 proxy-uid=1 inbound-port=2 netns=/proc/1/ns/net\n").meshes[0]
+                .inbound
+                .is_some()
+        );
+
+        let e = errors("mesh w proxy-port=1 proxy-uid=1 netns=web");
+        assert_eq!(
+            (e[0].1, e[0].3.as_str()),
+            (33, "'netns' needs inbound-port=")
+        );
+        let e = errors("mesh w proxy-port=1 proxy-uid=1 inbound-port=2");
+        assert_eq!(
+            (e[0].1, e[0].3.as_str()),
+            (47, "inbound-port= needs netns=")
+        );
+        let e = errors("mesh w proxy-port=1 proxy-uid=1 inbound-port=1 netns=a");
+        assert_eq!(
+            (e[0].1, e[0].3.as_str()),
+            (46, "inbound-port 1 is the proxy-port too")
+        );
+        let e = errors("mesh w proxy-port=1 proxy-uid=1 inbound-port=2 netns=a/b");
+        assert_eq!(e[0].3, "invalid netns 'a/b'");
+        let e = errors(
+            "mesh w proxy-port=1 proxy-uid=1 inbound-port=2 netns=a\n\
+             mesh v proxy-port=1 proxy-uid=1 inbound-port=2 netns=a\n",
+        );
+        assert_eq!(
+            (e[0].0, e[0].3.as_str()),
+            (2, "network namespace 'a' is captured already (line 1)")
+        );
+        let e = errors(
+            "mesh w proxy-port=1 proxy-uid=1 inbound-port=2 netns=a exclude-inbound-ports=0",
+        );
+        assert_eq!(
+            e[0].3,
+            "invalid port or port range '0' in exclude-inbound-ports"
+        );
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub use diag::{ConfigError, Diagnostic, Span};
 pub use model::{
     has_ports, is_icmp, proto_name, AttachPolicy, Backend, CgroupAttach, Cidr, CidrError,
     ClassifierCapacity, Config, Direction, Interface, IpSet, L4Proto, LbCapacity, LbExclude, Mesh,
-    Origin, Policy, PortRange, Prefilter, Remote, RemoteTarget, Role, Rule, RuleAction, Service,
-    XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
+    MeshInbound, Origin, Policy, PortRange, Prefilter, Remote, RemoteTarget, Role, Rule,
+    RuleAction, Service, XdpMode, DEFAULT_FAILSAFE_IN, PROTO_NAMES,
 };
 pub use parse::{parse, parse_file};
 pub use render::render_config;

@@ -973,6 +973,20 @@ pub struct Mesh {
     pub proxy_uid: Option<u32>,
     /// Destination port ranges (inclusive, sorted, not overlapping) that are never redirected.
     pub exclude_ports: Vec<(u16, u16)>,
+    /// Inbound capture (`inbound-port=`, `netns=`, `exclude-inbound-ports=`), if asked for.
+    pub inbound: Option<MeshInbound>,
     /// The meshed cgroup's path in the config text.
     pub span: Span,
+}
+
+/// Inbound capture of a meshed workload: TCP connections arriving in its network namespace
+/// go to the proxy's inbound listener (Istio's `REDIRECT --to-port 15006` in PREROUTING).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshInbound {
+    /// The proxy's inbound port (Istio: 15006); whatever listens there in `netns` gets them.
+    pub port: u16,
+    /// The workload's network namespace: a name in `/run/netns` or a path.
+    pub netns: String,
+    /// Local port ranges (inclusive, sorted, not overlapping) that are never captured.
+    pub exclude_ports: Vec<(u16, u16)>,
 }

@@ -129,10 +129,19 @@ pub(crate) const STATEMENTS: &[StatementSpec] = &[
     StatementSpec {
         keyword: "mesh",
         usage: "mesh CGROUP-PATH proxy-port=PORT [proxy-cgroup=PATH] [proxy-uid=UID] \
-                [exclude-ports=PORT|LOW-HIGH,...]",
+                [exclude-ports=PORT|LOW-HIGH,...] [inbound-port=PORT netns=NAME|PATH \
+                [exclude-inbound-ports=PORT|LOW-HIGH,...]]",
         args: &["the meshed cgroup's path (relative to the cgroup2 mount)"],
         rest: None,
-        options: &["proxy-port", "proxy-cgroup", "proxy-uid", "exclude-ports"],
+        options: &[
+            "proxy-port",
+            "proxy-cgroup",
+            "proxy-uid",
+            "exclude-ports",
+            "inbound-port",
+            "netns",
+            "exclude-inbound-ports",
+        ],
         apply: mesh::mesh,
     },
     StatementSpec {

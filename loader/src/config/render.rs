@@ -131,18 +131,17 @@ pub fn render_config(config: &Config) -> String {
             let _ = write!(out, " proxy-uid={uid}");
         }
         if !m.exclude_ports.is_empty() {
-            let ports: Vec<String> = m
-                .exclude_ports
-                .iter()
-                .map(|(lo, hi)| {
-                    if lo == hi {
-                        lo.to_string()
-                    } else {
-                        format!("{lo}-{hi}")
-                    }
-                })
-                .collect();
-            let _ = write!(out, " exclude-ports={}", ports.join(","));
+            let _ = write!(out, " exclude-ports={}", port_list(&m.exclude_ports));
+        }
+        if let Some(i) = &m.inbound {
+            let _ = write!(out, " inbound-port={} netns={}", i.port, quote(&i.netns));
+            if !i.exclude_ports.is_empty() {
+                let _ = write!(
+                    out,
+                    " exclude-inbound-ports={}",
+                    port_list(&i.exclude_ports)
+                );
+            }
         }
         out.push('\n');
     }
@@ -163,6 +162,21 @@ pub fn render_config(config: &Config) -> String {
     }
     render_policy(config, &mut out);
     out
+}
+
+/// `LOW-HIGH` ranges (a single port as itself), comma-separated.
+fn port_list(ranges: &[(u16, u16)]) -> String {
+    let items: Vec<String> = ranges
+        .iter()
+        .map(|(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    items.join(",")
 }
 
 /// The sets (inline entries, then files), then each policy followed by its rules.

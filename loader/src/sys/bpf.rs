@@ -60,6 +60,7 @@ pub mod consts {
     pub const BPF_CGROUP_INET4_GETSOCKNAME: u32 = 31;
     pub const BPF_CGROUP_INET6_GETSOCKNAME: u32 = 32;
     pub const BPF_CGROUP_INET_SOCK_RELEASE: u32 = 34;
+    pub const BPF_SK_LOOKUP: u32 = 36;
     pub const BPF_XDP: u32 = 37;
     pub const BPF_NETFILTER: u32 = 45;
     pub const BPF_TCX_INGRESS: u32 = 46;

@@ -201,6 +201,48 @@ pub fn try_run_in<T: Send>(fd: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> 
     })
 }
 
+/// `SO_NETNS_COOKIE` (level `SOL_SOCKET`): the cookie of a socket's network namespace.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace `fd` (what `bpf_get_netns_cookie` returns for sockets in
+/// it): `getsockopt(SO_NETNS_COOKIE)` on a socket made in it by a scratch thread.
+///
+/// # Errors
+/// Entering the namespace, `socket(2)` or `getsockopt(2)` failed.
+pub fn cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    try_run_in(fd, || -> io::Result<u64> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(with_context(
+                io::Error::last_os_error(),
+                "socket(AF_INET)".into(),
+            ));
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the buffer and its length describe `cookie`, which outlives the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(with_context(
+                io::Error::last_os_error(),
+                "getsockopt(SO_NETNS_COOKIE)".into(),
+            ));
+        }
+        Ok(cookie)
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
