@@ -43,6 +43,9 @@ pub const LB_ROUNDS: u32 = 10;
 pub const MESH_PROXY_PORT: u16 = 15001;
 /// Connections per address family in the service-mesh part.
 pub const MESH_ROUNDS: u32 = 4;
+/// The demo proxy's inbound port (Istio's 15006) in namespace `b`, where inbound TCP is
+/// captured in the service-mesh part.
+pub const MESH_INBOUND_PORT: u16 = 15006;
 
 /// The services the demo adds to its config: two backends (two echo servers) per IPv4 service,
 /// one for IPv6.
@@ -226,6 +229,7 @@ fn client(args: &[String]) -> Result<(), String> {
         "lb-excluded" => return lb_excluded_client(),
         "mesh" => return mesh_client(rounds),
         "mesh-proxy" => return mesh_proxy(),
+        "mesh-inbound-proxy" => return mesh_inbound_proxy(),
         other => return Err(format!("unknown mode '{other}'")),
     }
     let timeout = Duration::from_secs(3);
@@ -384,6 +388,42 @@ fn mesh_proxy() -> Result<(), String> {
     println!("ready");
     for t in threads {
         let _ = t.join();
+    }
+    Ok(())
+}
+
+/// Mode `mesh-inbound-proxy`: the proxy's inbound side in the workload's namespace, on
+/// `[::]:MESH_INBOUND_PORT` (both families): every captured connection arrives with the
+/// original destination as its local address (SO_ORIGINAL_DST says the same); the proxy
+/// connects to it (the app; a connection from the namespace's own address is not captured
+/// again) and relays one message each way. Prints `ready`, then one line per connection.
+fn mesh_inbound_proxy() -> Result<(), String> {
+    let l = TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, MESH_INBOUND_PORT))
+        .map_err(|e| format!("inbound proxy bind [::]:{MESH_INBOUND_PORT}: {e}"))?;
+    println!("ready");
+    for mut conn in l.incoming().flatten() {
+        let mut relay = || -> Result<String, String> {
+            let local = conn.local_addr().map_err(|e| e.to_string())?;
+            let orig = crate::sys::sockopt::original_dst(&conn)
+                .map_err(|e| format!("SO_ORIGINAL_DST: {e}"))?;
+            let t = Duration::from_secs(3);
+            let mut app =
+                TcpStream::connect_timeout(&orig, t).map_err(|e| format!("app {orig}: {e}"))?;
+            let _ = conn.set_read_timeout(Some(t));
+            let _ = app.set_read_timeout(Some(t));
+            let mut buf = [0u8; 256];
+            let n = conn.read(&mut buf).map_err(|e| e.to_string())?;
+            app.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+            let n = app.read(&mut buf).map_err(|e| e.to_string())?;
+            conn.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "inbound proxy: accepted as {local}, original destination {orig} -> app"
+            ))
+        };
+        match relay() {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("inbound proxy: {e}"),
+        }
     }
     Ok(())
 }
@@ -737,8 +777,10 @@ impl Drop for DemoCgroups {
 }
 
 /// Service mesh: the client's cgroup meshed (a `weir load`: the mesh programs attach), a proxy
-/// in a cgroup of its own, the client's connections to the service addresses going through it,
-/// then the mesh removed by `weir apply`.
+/// in a cgroup of its own, the client's connections to the service addresses going through it;
+/// inbound capture of namespace `b`, where the proxy's inbound side receives the plain
+/// client's connections to the echo servers and relays them; then the mesh removed by
+/// `weir apply`.
 fn mesh_phase(
     out: &mut dyn Write,
     exe: &Path,
@@ -757,9 +799,11 @@ fn mesh_phase(
         cgroups.0.push(d);
     }
     let mesh = format!(
-        "mesh {cg}/app proxy-port={MESH_PROXY_PORT} proxy-cgroup={cg}/proxy
+        "mesh {cg}/app proxy-port={MESH_PROXY_PORT} proxy-cgroup={cg}/proxy \
+         inbound-port={MESH_INBOUND_PORT} netns={nb}
 ",
-        cg = sb.cgroup
+        cg = sb.cgroup,
+        nb = sb.ns_b
     );
     let services = demo_services();
     let _ = writeln!(
@@ -791,13 +835,62 @@ fn mesh_phase(
     if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
         return Err(Error::Environment("demo: the proxy did not start".into()));
     }
-    let client = {
+    // The proxy's inbound side, in namespace b, started after the load (its listener is
+    // known from the moment it listens).
+    let mut child = Command::new(exe)
+        .arg("__demo-client")
+        .arg(cgroups.0[1].join("cgroup.procs"))
+        .arg(&sb.ns_b)
+        .arg("0")
+        .arg("mesh-inbound-proxy")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("demo: starting the inbound proxy", e))?;
+    let mut in_lines = std::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Environment("demo: the inbound proxy has no stdout".into()))?,
+    )
+    .lines();
+    let inbound_proxy = DemoProxy(child);
+    if !matches!(in_lines.next(), Some(Ok(l)) if l == "ready") {
+        return Err(Error::Environment(
+            "demo: the inbound proxy did not start".into(),
+        ));
+    }
+    let (client, inbound) = {
         let _one = EchoServer::start(b.as_fd())?;
         let _two = EchoServer::start_on(b.as_fd(), TCP_PORT_2, UDP_PORT_2)?;
-        run_client_in(exe, sb, &cgroups.0[0], MESH_ROUNDS, "mesh")
+        (
+            run_client_in(exe, sb, &cgroups.0[0], MESH_ROUNDS, "mesh"),
+            // A plain client (not meshed) in namespace a, to the echo servers in b.
+            run_client_in(exe, sb, &sb.cgroup_dir, MESH_ROUNDS, "echo"),
+        )
     };
     drop(proxy);
+    drop(inbound_proxy);
     let proxied: Vec<String> = lines.map_while(Result::ok).collect();
+    let proxied_in: Vec<String> = in_lines.map_while(Result::ok).collect();
+    let inbound_ok = match &inbound {
+        Ok(text) => {
+            let _ = writeln!(
+                out,
+                "traffic from a plain client in namespace a to the echo servers in b (b captured):\n{}",
+                indent(text)
+            );
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  inbound client: {e}");
+            false
+        }
+    };
+    let _ = writeln!(
+        out,
+        "the inbound proxy's log:\n{}",
+        indent(&proxied_in.join("\n"))
+    );
     let client_ok = match &client {
         Ok(text) => {
             let _ = writeln!(out, "traffic from the meshed cgroup:\n{}", indent(text));
@@ -810,8 +903,20 @@ fn mesh_phase(
     };
     let _ = writeln!(out, "the proxy's log:\n{}", indent(&proxied.join("\n")));
     let st = netns::run_in(b.as_fd(), || dp.status())?;
-    let lines: Vec<String> = st.mesh.cgroups.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = st
+        .mesh
+        .cgroups
+        .iter()
+        .map(ToString::to_string)
+        .chain(st.mesh.inbound.iter().map(ToString::to_string))
+        .collect();
     let _ = writeln!(out, "weir status, mesh:\n{}", indent(&lines.join("\n")));
+    let captured = st
+        .mesh
+        .counters
+        .iter()
+        .find(|(n, _)| *n == "inbound connections to the proxy")
+        .map_or(0, |(_, n)| *n);
     let redirected: u64 = st.mesh.cgroups.iter().map(|c| c.redirected).sum();
     let answered = st
         .mesh
@@ -834,6 +939,14 @@ fn mesh_phase(
         (
             "every connection was redirected, and SO_ORIGINAL_DST answered for each (IPv4 and IPv6)",
             redirected == want && answered == want,
+        ),
+        (
+            // The plain client's TCP connections and the outbound proxy's upstream ones: all
+            // arrive in b, so all meet b's sidecar.
+            "inbound TCP to namespace b (the plain client's and the outbound proxy's) went through the inbound proxy, which found each original destination (IPv4 and IPv6; UDP untouched)",
+            inbound_ok
+                && captured == 2 * want
+                && proxied_in.iter().filter(|l| l.contains("original destination")).count() as u64 == 2 * want,
         ),
         ("removing the mesh left no meshed cgroup", st.mesh.cgroups.is_empty()),
     ];
