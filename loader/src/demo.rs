@@ -750,8 +750,45 @@ fn lb_phase(
     Ok(())
 }
 
-/// The demo proxy process (weir's `__demo-client ... mesh-proxy`), killed on drop.
+/// A demo proxy process (weir's `__demo-client ... mesh-proxy` or `mesh-inbound-proxy`),
+/// killed on drop.
 struct DemoProxy(std::process::Child);
+
+/// The lines a demo proxy prints, one per connection.
+type ProxyLines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+impl DemoProxy {
+    /// Starts the proxy `mode` in `cgroup_dir` and namespace `ns`; returns once it listens.
+    fn start(
+        exe: &Path,
+        cgroup_dir: &Path,
+        ns: &str,
+        mode: &str,
+    ) -> Result<(Self, ProxyLines), Error> {
+        use std::io::BufRead;
+        let mut child = Command::new(exe)
+            .arg("__demo-client")
+            .arg(cgroup_dir.join("cgroup.procs"))
+            .arg(ns)
+            .arg("0")
+            .arg(mode)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("demo: starting the {mode}"), e))?;
+        let stdout = child.stdout.take();
+        let proxy = Self(child);
+        let mut lines = std::io::BufReader::new(
+            stdout.ok_or_else(|| Error::Environment(format!("demo: the {mode} has no stdout")))?,
+        )
+        .lines();
+        if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+            return Err(Error::Environment(format!(
+                "demo: the {mode} did not start"
+            )));
+        }
+        Ok((proxy, lines))
+    }
+}
 
 impl Drop for DemoProxy {
     fn drop(&mut self) {
@@ -789,7 +826,6 @@ fn mesh_phase(
     base: &str,
     failed: &mut Vec<&'static str>,
 ) -> Result<(), Error> {
-    use std::io::BufRead;
     let b = sb.netns_fd(&sb.ns_b)?;
     let mut cgroups = DemoCgroups(Vec::new());
     for rel in ["app", "proxy"] {
@@ -815,50 +851,11 @@ fn mesh_phase(
     let cfg = config::parse("<demo>", &format!("{base}{services}{mesh}"))?;
     let report = netns::run_in(b.as_fd(), || dp.load(&cfg))?;
     let _ = writeln!(out, "  {}", report.mesh);
-    let mut child = Command::new(exe)
-        .arg("__demo-client")
-        .arg(cgroups.0[1].join("cgroup.procs"))
-        .arg(&sb.ns_a)
-        .arg("0")
-        .arg("mesh-proxy")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("demo: starting the proxy", e))?;
-    let mut lines = std::io::BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Environment("demo: the proxy has no stdout".into()))?,
-    )
-    .lines();
-    let proxy = DemoProxy(child);
-    if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
-        return Err(Error::Environment("demo: the proxy did not start".into()));
-    }
+    let (proxy, lines) = DemoProxy::start(exe, &cgroups.0[1], &sb.ns_a, "mesh-proxy")?;
     // The proxy's inbound side, in namespace b, started after the load (its listener is
     // known from the moment it listens).
-    let mut child = Command::new(exe)
-        .arg("__demo-client")
-        .arg(cgroups.0[1].join("cgroup.procs"))
-        .arg(&sb.ns_b)
-        .arg("0")
-        .arg("mesh-inbound-proxy")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("demo: starting the inbound proxy", e))?;
-    let mut in_lines = std::io::BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Environment("demo: the inbound proxy has no stdout".into()))?,
-    )
-    .lines();
-    let inbound_proxy = DemoProxy(child);
-    if !matches!(in_lines.next(), Some(Ok(l)) if l == "ready") {
-        return Err(Error::Environment(
-            "demo: the inbound proxy did not start".into(),
-        ));
-    }
+    let (inbound_proxy, in_lines) =
+        DemoProxy::start(exe, &cgroups.0[1], &sb.ns_b, "mesh-inbound-proxy")?;
     let (client, inbound) = {
         let _one = EchoServer::start(b.as_fd())?;
         let _two = EchoServer::start_on(b.as_fd(), TCP_PORT_2, UDP_PORT_2)?;

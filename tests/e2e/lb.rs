@@ -509,27 +509,19 @@ fn connected_sockets_are_forgotten_on_close_and_overflow_into_socket_storage() {
         ),
     );
     let map = pin(&sb, "maps/lb_conn@v1");
-    let (probes, out) = probe_run(
-        &sb,
-        Some(&sb.cgroup_dir),
-        &format!("tcphold={}", map.display()),
-        vip4(80),
-        5,
-        0,
-    );
-    // All five report the VIP: two from lb_conn (full at 2), three from socket storage.
-    assert_balanced("held tcp", &probes, vip4(80), &["be8001", "be8002"]);
+    // `n` TCP connections held open at once: every one must report the VIP; the output says
+    // how many lb_conn entries there were while they were open and after they closed.
+    let hold = |n: u32, what: &str| {
+        let op = format!("tcphold={}", map.display());
+        let (probes, out) = probe_run(&sb, Some(&sb.cgroup_dir), &op, vip4(80), n, 0);
+        assert_balanced(what, &probes, vip4(80), &["be8001", "be8002"]);
+        out
+    };
+    // Two from lb_conn (full at 2), three from socket storage.
+    let out = hold(5, "held tcp");
     assert!(out.contains("HELD open=2 closed=0"), "{out}");
     // Closed sockets left nothing behind, so new ones use lb_conn again.
-    let (probes, out) = probe_run(
-        &sb,
-        Some(&sb.cgroup_dir),
-        &format!("tcphold={}", map.display()),
-        vip4(80),
-        1,
-        0,
-    );
-    assert_balanced("tcp after close", &probes, vip4(80), &["be8001", "be8002"]);
+    let out = hold(1, "tcp after close");
     assert!(out.contains("HELD open=1 closed=0"), "{out}");
     let st = status(&sb);
     assert!(
