@@ -21,6 +21,9 @@ Commands:
   load [--config FILE]   load, verify and attach the dataplane described by FILE
                          (default /etc/weir/weir.conf); running it again is a no-op
   apply FILE             update map contents from FILE without attaching anything
+  set add|del NAME CIDR...
+                         add networks to (remove them from) set NAME of the policy in force,
+                         in place; the next apply or load puts the config's members back
   unload                 detach and remove everything weir attached and pinned
   status                 show attachments, program ids, maps and counters
   events [--json] [--count N]
@@ -50,6 +53,14 @@ fn command_help(cmd: &str) -> Option<&'static str> {
         "apply" => "Usage: weir [GLOBAL OPTIONS] apply FILE\n\n\
             Parses FILE and writes the map contents it implies (only the differences), without attaching\n\
             or detaching programs. weir must be loaded already.\n",
+        "set" => "Usage: weir [GLOBAL OPTIONS] set add|del NAME CIDR...\n\n\
+            Adds the networks (IPv4 or IPv6, a bare address is a /32 or /128) to the `ipset` NAME of\n\
+            the network policy in force, or removes them, like `ipset add` / `ipset del`: the tables\n\
+            packets read are changed in place where the networks lie, without reading the config.\n\
+            Each address sees the old or the new members, never a mix; flows already established\n\
+            are not re-evaluated. Adding a member is a no-op; removing a network the set does not\n\
+            hold is an error (nothing is changed). The config stays the truth: the next `weir apply`\n\
+            or `weir load` puts its members back, as `iptables-restore` does after `ipset add`.\n",
         "unload" => "Usage: weir [GLOBAL OPTIONS] unload\n\n\
             Detaches every program weir attached (links, XDP, TC filters, the clsact qdisc weir created,\n\
             cgroup programs) and removes every pin under the pin dir. Programs of others are left alone.\n",
@@ -137,16 +148,52 @@ fn parse_args(argv: &[String]) -> Result<Args, Usage> {
     }
     let (min, max) = match cmd {
         "apply" => (1, 1),
+        "set" => (3, usize::MAX),
         "help" => (0, 1),
         _ => (0, 0),
     };
     if !a.help && a.command.is_some() && (a.positional.len() < min || a.positional.len() > max) {
         return Err(Usage(match cmd {
             "apply" => "apply needs exactly one FILE (weir apply FILE)".into(),
+            "set" => "set needs add or del, a set NAME and at least one CIDR \
+                      (weir set add|del NAME CIDR...)"
+                .into(),
             _ => format!("unexpected argument '{}' for {cmd}", a.positional[max]),
         }));
     }
+    if cmd == "set" && !a.help {
+        set_args(&a.positional)?;
+    }
     Ok(a)
+}
+
+/// `set add|del NAME CIDR...`: the operation, the set and the networks.
+fn set_args(
+    positional: &[String],
+) -> Result<(crate::policy::incremental::SetOp, &str, Vec<config::Cidr>), Usage> {
+    use crate::policy::incremental::SetOp;
+    let op = match positional.first().map(String::as_str) {
+        Some("add") => SetOp::Add,
+        Some("del") => SetOp::Del,
+        other => {
+            return Err(Usage(format!(
+                "set: '{}' is not add or del (weir set add|del NAME CIDR...)",
+                other.unwrap_or_default()
+            )))
+        }
+    };
+    let name = positional.get(1).map_or("", String::as_str);
+    let mut cidrs = Vec::new();
+    for (i, text) in positional.iter().enumerate().skip(2) {
+        let cidr = config::Cidr::parse(text).map_err(|e| {
+            Usage(format!(
+                "set: argument {} '{text}' is not a network: {e}",
+                i + 1
+            ))
+        })?;
+        cidrs.push(cidr);
+    }
+    Ok((op, name, cidrs))
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -195,7 +242,7 @@ pub fn run(argv: &[String]) -> i32 {
     }
     if command_help(&cmd).is_none() {
         eprintln!(
-            "weir: unknown command '{cmd}' (commands: load, apply, unload, status, events, verify, demo)"
+            "weir: unknown command '{cmd}' (commands: load, apply, set, unload, status, events, verify, demo)"
         );
         return 2;
     }
@@ -267,6 +314,12 @@ fn execute(cmd: &str, args: &Args) -> Result<(), Error> {
             } else {
                 println!("{change}");
             }
+        }
+        "set" => {
+            let (op, name, cidrs) =
+                set_args(&args.positional).map_err(|Usage(msg)| Error::Environment(msg))?;
+            let dp = Dataplane::new(pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()));
+            println!("{}", dp.set_members(name, op, &cidrs)?);
         }
         "unload" => {
             let dp = Dataplane::new(pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()));
@@ -375,6 +428,33 @@ mod tests {
         assert_eq!(a.netns.as_deref(), Some("blue"));
         assert_eq!(a.command.as_deref(), Some("load"));
         assert_eq!(a.config, Some(PathBuf::from("c.conf")));
+    }
+
+    #[test]
+    fn set_arguments_name_what_is_wrong() {
+        use crate::policy::incremental::SetOp;
+        let a = parse_args(&args("set add blocked 10.0.0.0/8 2001:db8::1")).unwrap();
+        let (op, name, cidrs) = set_args(&a.positional).unwrap();
+        assert_eq!((op, name, cidrs.len()), (SetOp::Add, "blocked", 2));
+        assert_eq!(set_args(&args("del s 10.1.2.3")).unwrap().0, SetOp::Del);
+        assert!(parse_args(&args("set add s"))
+            .unwrap_err()
+            .0
+            .contains("at least one CIDR"));
+        assert!(parse_args(&args("set put s 10.0.0.0/8"))
+            .unwrap_err()
+            .0
+            .contains("'put' is not add or del"));
+        let e = parse_args(&args("set add s 10.0.0.0/8 10.0.0.300"))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("argument 4 '10.0.0.300' is not a network"),
+            "{e}"
+        );
+        let e = parse_args(&args("set del s 10.1.2.3/8")).unwrap_err().0;
+        assert!(e.contains("argument 3 '10.1.2.3/8'"), "{e}");
+        assert_eq!(run(&args("set add")), 2);
     }
 
     #[test]

@@ -647,6 +647,34 @@ impl Dataplane {
         result
     }
 
+    /// Adds `cidrs` to (`SetOp::Add`) or removes them from (`SetOp::Del`) the set called `name`
+    /// in the network policy in force, in place: the bank packets read is changed where the
+    /// members lie, in time proportional to the change (no config, no compile, no bank switch;
+    /// see [`crate::policy::incremental`]). Established flows keep going (conntrack). The
+    /// config stays the truth: the next `weir apply` or `weir load` puts its members back.
+    ///
+    /// # Errors
+    /// weir not loaded here, no policy in force (or its set index not in step: run `weir
+    /// apply`), an unknown set, a `del` of a network the set does not hold, not enough free
+    /// classifier chunks or bitmaps in the bank (nothing is written then), or a map error.
+    pub fn set_members(
+        &self,
+        name: &str,
+        op: crate::policy::incremental::SetOp,
+        cidrs: &[crate::config::Cidr],
+    ) -> Result<policy_maps::SetChange, Error> {
+        if !self.pin_dir.join(MAPS_DIR).is_dir() {
+            return Err(Error::Environment(format!(
+                "weir is not loaded at {} (run `weir load` first)",
+                self.pin_dir.display()
+            )));
+        }
+        let _lock = PinDirLock::take(&self.pin_dir)?;
+        // Without the config, the maps are taken with the capacities they were pinned with.
+        let maps = MapSet::open_pinned_as_is(&self.pin_dir, policy_maps::SET_COMMAND_MAPS)?;
+        policy_maps::set_members(&maps, name, op, cidrs)
+    }
+
     /// Removes every attachment and pin weir made at this pin dir. Attachments of others stay.
     ///
     /// # Errors

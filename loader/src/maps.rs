@@ -147,6 +147,27 @@ impl MapSet {
         Ok(set)
     }
 
+    /// Opens the pinned maps named in `names` with the capacity they were pinned with, for a
+    /// command that works without the config (`weir set`); the other checks of
+    /// [`MapSet::open_pinned`] apply. Maps without a pin are left out.
+    ///
+    /// # Errors
+    /// A pin that cannot be opened or is incompatible with the schema.
+    pub fn open_pinned_as_is(pin_dir: &Path, names: &[&str]) -> Result<Self, Error> {
+        let mut set = Self::pinned(pin_dir);
+        set.rebuild_layouts = false;
+        for def in maps_schema::MAPS.iter().filter(|d| names.contains(&d.name)) {
+            let path = pin_dir.join(MAPS_DIR).join(pin_name(def));
+            if let Ok(info) = bpf::obj_get(&path).and_then(|fd| bpf::map_info(fd.as_fd())) {
+                set.set_capacity(def.name, info.max_entries);
+            }
+            if let Some(open) = set.open_existing(def)? {
+                set.maps.insert(def.name, open);
+            }
+        }
+        Ok(set)
+    }
+
     fn pin_path(&self, def: &MapDef) -> Option<PathBuf> {
         self.pin_dir
             .as_ref()

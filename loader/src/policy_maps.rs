@@ -14,13 +14,15 @@ use std::fmt;
 use std::os::fd::AsFd;
 
 use maps_schema::{
-    pol, Codec, DirChunk, PolBitmap, PolEndpoint, PolEndpointKey, PolRule, PolRuleSet,
+    pol, Codec, DirChunk, PolBitmap, PolEndpoint, PolEndpointKey, PolMark, PolPrefixKey, PolRule,
+    PolRuleSet, PolSet, PolSetMeta, PolSetRs,
 };
 
-use crate::config::Config;
+use crate::config::{Cidr, Config};
 use crate::contents::{self, Undo};
 use crate::error::Error;
 use crate::maps::{MapSet, OpenMap};
+use crate::policy::incremental::{self, Index, SetOp, Store};
 use crate::policy::kernel::{self, BankPlan, BankSizes};
 use crate::sys::bpf;
 use crate::sys::netlink::Netlink;
@@ -36,6 +38,12 @@ const MAP_ROOT: &str = "pol_root";
 const MAP_NODES: &str = "pol_nodes";
 const MAP_BITMAPS: &str = "pol_bitmaps";
 const MAP_RULES: &str = "pol_rules";
+const MAP_SET_META: &str = "pol_set_meta";
+const MAP_SETS: &str = "pol_sets";
+const MAP_SET_RS: &str = "pol_set_rs";
+const MAP_SET_MEMBERS: &str = "pol_set_members";
+const MAP_SET_INLINE: &str = "pol_set_inline";
+const MAP_BM_IDS: &str = "pol_bm_ids";
 
 /// What applying the policy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +85,13 @@ pub fn set_capacities(maps: &mut MapSet, cfg: &Config) {
     for (name, entries) in BankSizes::new(cc.rule_sets, cc.chunks, cc.bitmaps).max_entries() {
         maps.set_capacity(name, entries);
     }
+    // The set index holds the bank in force only.
+    maps.set_capacity(MAP_SET_RS, cc.rule_sets.saturating_mul(2));
+    maps.set_capacity(
+        MAP_SET_MEMBERS,
+        cc.chunks.saturating_mul(pol::SET_MEMBERS_PER_CHUNK),
+    );
+    maps.set_capacity(MAP_BM_IDS, cc.bitmaps);
 }
 
 fn max_entries(m: &OpenMap) -> Result<u32, Error> {
@@ -161,6 +176,301 @@ impl<'a> PolicyMaps<'a> {
     }
 }
 
+/// The set index maps (`weir set`), if the loaded objects have them.
+struct IndexMaps<'a> {
+    meta: &'a OpenMap,
+    sets: &'a OpenMap,
+    rule_sets: &'a OpenMap,
+    members: &'a OpenMap,
+    inline: &'a OpenMap,
+    bitmap_ids: &'a OpenMap,
+}
+
+impl<'a> IndexMaps<'a> {
+    fn of(maps: &'a MapSet) -> Option<Self> {
+        Some(Self {
+            meta: maps.get(MAP_SET_META)?,
+            sets: maps.get(MAP_SETS)?,
+            rule_sets: maps.get(MAP_SET_RS)?,
+            members: maps.get(MAP_SET_MEMBERS)?,
+            inline: maps.get(MAP_SET_INLINE)?,
+            bitmap_ids: maps.get(MAP_BM_IDS)?,
+        })
+    }
+
+    fn meta(&self) -> Result<PolSetMeta, Error> {
+        let mut v = vec![0u8; self.meta.def.value.size as usize];
+        bpf::map_lookup(self.meta.fd.as_fd(), &0u32.to_ne_bytes(), &mut v)
+            .map_err(|e| Error::bpf(format!("map '{MAP_SET_META}'"), e))?;
+        Ok(PolSetMeta::decode(&v).unwrap_or_default())
+    }
+
+    fn write_meta(&self, meta: &PolSetMeta) -> Result<(), Error> {
+        bpf::map_update(self.meta.fd.as_fd(), &0u32.to_ne_bytes(), &meta.encode(), 0)
+            .map_err(|e| Error::bpf(format!("map '{MAP_SET_META}'"), e))
+    }
+
+    /// Makes the index describe `index` (its bank is the one in force, or is about to be):
+    /// marked invalid first, so an interrupted write leaves an index `weir set` refuses.
+    /// Writes only what differs (nothing when the index is already in step). The members of
+    /// sets whose record (digest and count included) is unchanged are not even read.
+    fn sync(&self, index: &Index) -> Result<(), Error> {
+        fn bytes<K: Codec, V: Codec>(v: &[(K, V)]) -> contents::Bytes {
+            v.iter().map(|(k, v)| (k.encode(), v.encode())).collect()
+        }
+        let wanted = [
+            (self.inline, bytes(&index.inline)),
+            (self.sets, bytes(&index.sets)),
+            (self.rule_sets, bytes(&index.rule_sets)),
+            (self.bitmap_ids, bytes(&index.bitmap_ids)),
+        ];
+        let mut current = Vec::with_capacity(wanted.len());
+        for (m, desired) in &wanted {
+            let have = contents::entries(m)?;
+            let same = have == *desired;
+            current.push((have, same));
+        }
+        let meta = self.meta()?;
+        // The same sets (names, member digests and counts) in a valid index: the members are
+        // in step (rule changes alone leave them alone).
+        let stored_sets = &current[1].0;
+        let members_same = meta.valid == pol::SET_META_VALID
+            && stored_sets.len() == index.sets.len()
+            && index.sets.iter().all(|(id, want)| {
+                stored_sets
+                    .get(&id.encode())
+                    .and_then(|v| PolSet::decode(v).ok())
+                    .is_some_and(|have| {
+                        (have.name, have.digest, have.members)
+                            == (want.name, want.digest, want.members)
+                    })
+            });
+        if meta == index.meta && members_same && current.iter().all(|(_, same)| *same) {
+            return Ok(());
+        }
+        self.write_meta(&PolSetMeta::default())?;
+        if !members_same {
+            sync_members(self.members, &index.members)?;
+        }
+        // Nothing reads these maps but weir, and the meta entry says they are not usable yet:
+        // no undo needed.
+        let mut unread = Undo::default();
+        for ((m, desired), (have, same)) in wanted.iter().zip(&current) {
+            if !same {
+                contents::delete_diff(m, have, desired, &mut unread)?;
+                contents::write_diff(m, have, desired, &mut unread)?;
+            }
+        }
+        self.write_meta(&index.meta)
+    }
+}
+
+/// Elements per batch syscall for `pol_set_members`.
+const MEMBER_BATCH: usize = 8192;
+
+/// Every entry of `pol_set_members`: the key as three words, the value (batched reads; a key
+/// walk where batches are unsupported).
+fn member_entries(m: &OpenMap) -> Result<Vec<([u64; 3], u32)>, Error> {
+    let fd = m.fd.as_fd();
+    let err = |e| Error::bpf(format!("map '{MAP_SET_MEMBERS}'"), e);
+    let mut out = Vec::new();
+    let (mut keys, mut values) = (vec![0u8; 24 * MEMBER_BATCH], vec![0u8; 4 * MEMBER_BATCH]);
+    let (mut token, mut next) = (vec![0u8; 24], vec![0u8; 24]);
+    let mut first = true;
+    loop {
+        let r = bpf::map_lookup_batch(
+            fd,
+            (!first).then_some(&token[..]),
+            &mut next,
+            &mut keys,
+            &mut values,
+            MEMBER_BATCH as u32,
+        );
+        let (got, more) = match r {
+            Ok(r) => r,
+            Err(e) if first && matches!(e.errno(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                for (k, v) in contents::entries(m)? {
+                    if let (Ok(k), Ok(v)) = (<[u8; 24]>::try_from(k.as_slice()), u32::decode(&v)) {
+                        out.push((words(&k), v));
+                    }
+                }
+                return Ok(out);
+            }
+            Err(e) => return Err(err(e)),
+        };
+        for (k, v) in keys[..got as usize * 24]
+            .chunks_exact(24)
+            .zip(values.chunks_exact(4))
+        {
+            let mut a = [0u8; 24];
+            a.copy_from_slice(k);
+            out.push((words(&a), u32::from_ne_bytes([v[0], v[1], v[2], v[3]])));
+        }
+        if !more {
+            return Ok(out);
+        }
+        std::mem::swap(&mut token, &mut next);
+        first = false;
+    }
+}
+
+/// A 24-byte key as three words (compared as words, not bytes: a byte-wise compare is slow with
+/// some libcs).
+fn words(b: &[u8; 24]) -> [u64; 3] {
+    let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    [w(0), w(8), w(16)]
+}
+
+/// Makes `pol_set_members` hold exactly `members` (grouped, see
+/// [`incremental::member_group`]): one batched read, then batched deletions and writes of the
+/// entries that differ.
+fn sync_members(m: &OpenMap, members: &[PolPrefixKey]) -> Result<(), Error> {
+    let fd = m.fd.as_fd();
+    debug_assert!(members
+        .first()
+        .is_none_or(|k| k.encode() == incremental::member_bytes(k)));
+    let mut want: Vec<([u64; 3], u32)> = members
+        .iter()
+        .map(|k| {
+            let (g, bit) = incremental::member_group(k);
+            (words(&incremental::member_bytes(&g)), bit)
+        })
+        .collect();
+    want.sort_unstable_by_key(|(k, _)| *k);
+    // Merge the bits of each entry.
+    let mut merged: Vec<([u64; 3], u32)> = Vec::with_capacity(want.len());
+    for (k, bit) in want {
+        match merged.last_mut() {
+            Some((last, v)) if *last == k => *v |= bit,
+            _ => merged.push((k, bit)),
+        }
+    }
+    let mut have = member_entries(m)?;
+    have.sort_unstable_by_key(|(k, _)| *k);
+    let (mut gone, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let flat = |out: &mut Vec<u8>, k: &[u64; 3]| {
+        for x in k {
+            out.extend_from_slice(&x.to_ne_bytes());
+        }
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (have.get(i), merged.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if a.1 != b.1 {
+                    flat(&mut keys, &b.0);
+                    values.extend_from_slice(&b.1.to_ne_bytes());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                flat(&mut gone, &a.0);
+                i += 1;
+            }
+            (Some(a), None) => {
+                flat(&mut gone, &a.0);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                flat(&mut keys, &b.0);
+                values.extend_from_slice(&b.1.to_ne_bytes());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    for chunk in gone.chunks(24 * MEMBER_BATCH) {
+        let n = (chunk.len() / 24) as u32;
+        if bpf::map_delete_batch(fd, chunk, n).is_err() {
+            for k in chunk.chunks_exact(24) {
+                match bpf::map_delete(fd, k) {
+                    Ok(_) => {}
+                    Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                    Err(e) => {
+                        return Err(Error::bpf(
+                            format!("map '{MAP_SET_MEMBERS}': deleting an entry"),
+                            e,
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    for (k, v) in keys
+        .chunks(24 * MEMBER_BATCH)
+        .zip(values.chunks(4 * MEMBER_BATCH))
+    {
+        let n = k.len() / 24;
+        if bpf::map_update_batch(fd, k, v, n as u32, 0).is_err() {
+            for (k, v) in k.chunks_exact(24).zip(v.chunks_exact(4)) {
+                bpf::map_update(fd, k, v, 0).map_err(|e| {
+                    Error::bpf(
+                        format!(
+                            "map '{MAP_SET_MEMBERS}': writing an entry (it holds {} per \
+                             classifier chunk: raise `classifier capacity chunks=`)",
+                            pol::SET_MEMBERS_PER_CHUNK
+                        ),
+                        e,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the set index of the bank `plan` describes (see [`IndexMaps::sync`]); a no-op when
+/// the loaded objects have no index maps.
+fn write_index(
+    maps: &MapSet,
+    cfg: &Config,
+    compiled: &crate::policy::Compiled,
+    plan: &BankPlan,
+    sizes: BankSizes,
+) -> Result<(), Error> {
+    let Some(im) = IndexMaps::of(maps) else {
+        return Ok(());
+    };
+    let inline: usize = cfg.rules.iter().map(|r| r.remote.len()).sum();
+    let too_big = if cfg.ipsets.len() > pol::MAX_SETS as usize {
+        Some(format!(
+            "{} sets, more than {}",
+            cfg.ipsets.len(),
+            pol::MAX_SETS
+        ))
+    } else if inline > pol::MAX_INLINE_MARKS as usize {
+        Some(format!(
+            "{inline} inline remote= networks, more than {}",
+            pol::MAX_INLINE_MARKS
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = too_big {
+        return disable_index(&im, &why);
+    }
+    im.sync(&incremental::index(cfg, compiled, plan, sizes))
+}
+
+/// An index that could not be written is no reason to fail the apply (the policy applies all
+/// the same): it is marked unusable, and `weir set` refuses until an apply writes one.
+fn index_or_warn(maps: &MapSet, written: Result<(), Error>) {
+    if let Err(e) = written {
+        log::warn!("policy: the set index for `weir set` was not written: {e}");
+        if let Some(im) = IndexMaps::of(maps) {
+            let _ = im.write_meta(&PolSetMeta::default());
+        }
+    }
+}
+
+/// Marks the set index unusable (the policy still applies; `weir set` refuses until an apply
+/// writes an index that fits).
+fn disable_index(im: &IndexMaps<'_>, why: &str) -> Result<(), Error> {
+    log::warn!("policy: the set index for `weir set` is not written: {why}");
+    im.write_meta(&PolSetMeta::default())
+}
+
 /// Interface indices in the current network namespace, by name.
 fn ifindices(cfg: &Config) -> Result<HashMap<String, u32>, Error> {
     let mut out = HashMap::new();
@@ -224,39 +534,58 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
         endpoints: current.endpoints.len(),
     };
     if pm.holds(&current)? {
+        // The tables are the config's; the index may not be (a `weir set` on a set no rule
+        // uses, or an interrupted command): bring it in step.
+        index_or_warn(maps, write_index(maps, cfg, &compiled, &current, sizes));
         return Ok(change);
     }
     let target = 1 - active;
     let plan = kernel::plan_bank(cfg, &compiled, target, sizes, &lookup).map_err(over)?;
 
-    // The inactive bank: no packet reads it, so these writes need no undo.
-    let mut unread = Undo::default();
-    let zero = |m: &OpenMap| vec![0u8; m.def.value.size as usize];
-    let write = |m: &OpenMap, w: Vec<(u32, Vec<u8>)>, unread: &mut Undo| {
-        let z = zero(m);
-        contents::write_array(m, &w, |_| z.clone(), unread)
-    };
-    let enc = |v: &[(u32, PolBitmap)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
-    write(pm.bitmaps, enc(&plan.bitmaps), &mut unread)?;
-    let enc = |v: &[(u32, DirChunk)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
-    write(pm.nodes, enc(&plan.chunks), &mut unread)?;
-    let enc = |v: &[(u32, u32)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
-    write(pm.root, enc(&plan.root), &mut unread)?;
-    let enc = |v: &[(u32, PolRule)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
-    write(pm.rules, enc(&plan.rules), &mut unread)?;
-    let enc = |v: &[(u32, PolRuleSet)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
-    write(pm.rulesets, enc(&plan.rule_sets), &mut unread)?;
+    // The set index of the new bank is written by a second thread while this one writes the
+    // bank (at 100k set members its writes take about as long as the bank's). Only weir reads
+    // it, and only when its meta entry names the bank in force (written last): if the switch
+    // fails, `weir set` refuses until the next apply.
+    let bank_written = std::thread::scope(|scope| {
+        let index = scope.spawn(|| write_index(maps, cfg, &compiled, &plan, sizes));
+        let written = (|| -> Result<(), Error> {
+            // The inactive bank: no packet reads it, so these writes need no undo.
+            let mut unread = Undo::default();
+            let zero = |m: &OpenMap| vec![0u8; m.def.value.size as usize];
+            let write = |m: &OpenMap, w: Vec<(u32, Vec<u8>)>, unread: &mut Undo| {
+                let z = zero(m);
+                contents::write_array(m, &w, |_| z.clone(), unread)
+            };
+            let enc = |v: &[(u32, PolBitmap)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
+            write(pm.bitmaps, enc(&plan.bitmaps), &mut unread)?;
+            let enc = |v: &[(u32, DirChunk)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
+            write(pm.nodes, enc(&plan.chunks), &mut unread)?;
+            let enc = |v: &[(u32, u32)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
+            write(pm.root, enc(&plan.root), &mut unread)?;
+            let enc = |v: &[(u32, PolRule)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
+            write(pm.rules, enc(&plan.rules), &mut unread)?;
+            let enc = |v: &[(u32, PolRuleSet)]| v.iter().map(|(i, b)| (*i, b.encode())).collect();
+            write(pm.rulesets, enc(&plan.rule_sets), &mut unread)?;
 
-    // Its endpoints (what an earlier apply left in this bank goes first), then the switch.
-    for k in pm.endpoints_of(target)?.keys() {
-        if !plan.endpoints.contains_key(k) {
-            contents::delete_entry(pm.endpoints, &k.encode(), undo)?;
-        }
-    }
-    for (k, v) in &plan.endpoints {
-        contents::write_entry(pm.endpoints, &k.encode(), &v.encode(), undo)?;
-    }
-    contents::write_entry(pm.active, &0u32.encode(), &target.encode(), undo)?;
+            // Its endpoints (what an earlier apply left in this bank goes first), then the switch.
+            for k in pm.endpoints_of(target)?.keys() {
+                if !plan.endpoints.contains_key(k) {
+                    contents::delete_entry(pm.endpoints, &k.encode(), undo)?;
+                }
+            }
+            for (k, v) in &plan.endpoints {
+                contents::write_entry(pm.endpoints, &k.encode(), &v.encode(), undo)?;
+            }
+            contents::write_entry(pm.active, &0u32.encode(), &target.encode(), undo)?;
+            Ok(())
+        })();
+        let indexed = index
+            .join()
+            .unwrap_or_else(|_| Err(Error::Environment("the set index writer panicked".into())));
+        index_or_warn(maps, indexed);
+        written
+    });
+    bank_written?;
     // The old bank's entries stay until the next apply writes that bank (its left-overs go
     // first, above): a packet that read the old bank number just before the switch may still
     // look them up, and must find its policy, not an endpoint without one.
@@ -286,6 +615,235 @@ pub fn in_force(maps: &MapSet, cfg: &Config) -> Result<bool, Error> {
     let plan = kernel::plan_bank(cfg, &compiled, pm.active_bank()?, pm.sizes()?, &lookup)
         .map_err(|e| Error::map(MAP_RULESETS, e.to_string()))?;
     pm.holds(&plan)
+}
+
+/// One value of `m`, `None` when absent.
+fn lookup<T: Codec>(m: &OpenMap, key: &[u8]) -> Result<Option<T>, Error> {
+    let mut v = vec![0u8; m.def.value.size as usize];
+    let found = bpf::map_lookup(m.fd.as_fd(), key, &mut v)
+        .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?;
+    if !found {
+        return Ok(None);
+    }
+    T::decode(&v)
+        .map(Some)
+        .map_err(|e| Error::map(m.def.name, e.to_string()))
+}
+
+/// The bank in force and its set index, read entry by entry from the pinned maps.
+struct Pinned<'a> {
+    pm: &'a PolicyMaps<'a>,
+    im: &'a IndexMaps<'a>,
+}
+
+impl Store for Pinned<'_> {
+    fn root(&mut self, index: u32) -> Result<u32, Error> {
+        Ok(lookup::<u32>(self.pm.root, &index.encode())?.unwrap_or(0))
+    }
+    fn chunk(&mut self, chunk: u32) -> Result<[u32; 16], Error> {
+        Ok(lookup::<DirChunk>(self.pm.nodes, &chunk.encode())?
+            .unwrap_or_default()
+            .slot)
+    }
+    fn member(&mut self, key: &PolPrefixKey) -> Result<bool, Error> {
+        let (group, bit) = incremental::member_group(key);
+        Ok(lookup::<u32>(self.im.members, &group.encode())?.is_some_and(|v| v & bit != 0))
+    }
+    fn inline(&mut self, key: &PolPrefixKey) -> Result<Option<PolMark>, Error> {
+        lookup(self.im.inline, &key.encode())
+    }
+    fn bitmap_id(&mut self, bitmap: &PolBitmap) -> Result<Option<u32>, Error> {
+        lookup(self.im.bitmap_ids, &bitmap.encode())
+    }
+    fn set(&mut self, id: u32) -> Result<Option<PolSet>, Error> {
+        lookup(self.im.sets, &id.encode())
+    }
+    fn rule_set(&mut self, id: u32) -> Result<Option<PolSetRs>, Error> {
+        lookup(self.im.rule_sets, &id.encode())
+    }
+}
+
+/// The maps `weir set` reads and writes.
+pub const SET_COMMAND_MAPS: &[&str] = &[
+    MAP_ACTIVE,
+    MAP_ENDPOINTS,
+    MAP_RULESETS,
+    MAP_ROOT,
+    MAP_NODES,
+    MAP_BITMAPS,
+    MAP_RULES,
+    MAP_SET_META,
+    MAP_SETS,
+    MAP_SET_RS,
+    MAP_SET_MEMBERS,
+    MAP_SET_INLINE,
+    MAP_BM_IDS,
+];
+
+/// What `weir set add|del` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetChange {
+    /// The set.
+    pub set: String,
+    /// Added or removed.
+    pub op: SetOp,
+    /// Members added or removed.
+    pub changed: usize,
+    /// Networks that were members already (`add`).
+    pub unchanged: usize,
+    /// The bank in force (changed in place).
+    pub bank: u32,
+    /// Tables (rule set × address family) recomputed.
+    pub tables: usize,
+    /// Chunks written (new and in place).
+    pub chunks: usize,
+    /// Root slots written.
+    pub root_slots: usize,
+    /// New bitmaps.
+    pub bitmaps: usize,
+}
+
+impl fmt::Display for SetChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, already) = match self.op {
+            SetOp::Add => ("added to", "already members"),
+            SetOp::Del => ("removed from", ""),
+        };
+        write!(
+            f,
+            "set '{}': {} member(s) {verb} it",
+            self.set, self.changed,
+        )?;
+        if self.unchanged > 0 {
+            write!(f, " ({} {already})", self.unchanged)?;
+        }
+        write!(
+            f,
+            "; policy bank {} changed in place: {} table(s), {} chunk(s), {} root slot(s), {} new bitmap(s) written",
+            self.bank, self.tables, self.chunks, self.root_slots, self.bitmaps
+        )
+    }
+}
+
+/// Adds `cidrs` to (or removes them from) the set called `name` in the policy in force, in
+/// place (see [`crate::policy::incremental`]): no config, no compile, no bank switch. The next
+/// full apply puts the config's members back.
+///
+/// # Errors
+/// No policy loaded or an index not in step with it (run `weir apply`), an unknown set, a
+/// `del` of a non-member, no room in the bank (all checked before anything is written), or a
+/// map error (the index is then left marked invalid until the next apply).
+pub fn set_members(
+    maps: &MapSet,
+    name: &str,
+    op: SetOp,
+    cidrs: &[Cidr],
+) -> Result<SetChange, Error> {
+    let (Some(pm), Some(im)) = (PolicyMaps::of(maps), IndexMaps::of(maps)) else {
+        return Err(Error::Environment(
+            "no policy is loaded here: the TC programs (or their set index maps) are not \
+             loaded; `weir load` a config with an interface that has tc on"
+                .into(),
+        ));
+    };
+    let meta = im.meta()?;
+    let active = pm.active_bank()?;
+    if meta.valid != pol::SET_META_VALID || meta.bank != active {
+        return Err(Error::Environment(
+            "the set index is not in step with the policy in force (no `weir apply` wrote it \
+             yet, one was interrupted, or the sets did not fit it: see that apply's warning): \
+             `weir apply` the config first"
+                .into(),
+        ));
+    }
+    let sizes = pm.sizes()?;
+    let plan = {
+        let mut store = Pinned { pm: &pm, im: &im };
+        incremental::plan(&mut store, meta, sizes, name, op, cidrs)?
+    };
+    let change = SetChange {
+        set: name.to_owned(),
+        op,
+        changed: plan.add.len() + plan.del.len(),
+        unchanged: plan.unchanged,
+        bank: active,
+        tables: plan.tables,
+        chunks: plan.chunks.len(),
+        root_slots: plan.root.len(),
+        bitmaps: plan.bitmaps.len(),
+    };
+    if change.changed == 0 {
+        return Ok(change);
+    }
+    // Invalid while the writes are under way: an interrupted command leaves an index that the
+    // next `weir set` refuses and the next apply rebuilds.
+    im.write_meta(&PolSetMeta { valid: 0, ..meta })?;
+    // Packets read these: in the order the plan gives (bitmaps, new chunks, chunks in place
+    // deepest first, root slots). The bank stays in force throughout, so nothing is undone.
+    let mut log = Undo::default();
+    let enc = |v: &[(u32, PolBitmap)]| -> Vec<(u32, Vec<u8>)> {
+        v.iter().map(|(i, b)| (*i, b.encode())).collect()
+    };
+    let none = |_| Vec::new();
+    contents::write_array(pm.bitmaps, &enc(&plan.bitmaps), none, &mut log)?;
+    let chunks: Vec<(u32, Vec<u8>)> = plan.chunks.iter().map(|(i, c)| (*i, c.encode())).collect();
+    contents::write_array(pm.nodes, &chunks, none, &mut log)?;
+    let root: Vec<(u32, Vec<u8>)> = plan.root.iter().map(|(i, v)| (*i, v.encode())).collect();
+    contents::write_array(pm.root, &root, none, &mut log)?;
+    // The index.
+    let ids: Vec<(Vec<u8>, Vec<u8>)> = plan
+        .bitmap_ids
+        .iter()
+        .map(|(b, i)| (b.encode(), i.encode()))
+        .collect();
+    contents::put_entries(im.bitmap_ids, &ids, 0, |_| None, &mut log)?;
+    // Members: each entry holds 32 networks (a bit each), so read, change the bits, write.
+    let mut groups: BTreeMap<PolPrefixKey, (u32, u32)> = BTreeMap::new();
+    for (k, add) in plan
+        .add
+        .iter()
+        .map(|k| (k, true))
+        .chain(plan.del.iter().map(|k| (k, false)))
+    {
+        let (group, bit) = incremental::member_group(k);
+        let entry = match groups.get_mut(&group) {
+            Some(e) => e,
+            None => {
+                let v = lookup::<u32>(im.members, &group.encode())?.unwrap_or(0);
+                groups.entry(group).or_insert((v, v))
+            }
+        };
+        if add {
+            entry.1 |= bit;
+        } else {
+            entry.1 &= !bit;
+        }
+    }
+    for (group, (before, after)) in &groups {
+        match (before, after) {
+            (b, a) if b == a => {}
+            (_, 0) => {
+                contents::delete_entry(im.members, &group.encode(), &mut log)?;
+            }
+            _ => contents::write_entry(im.members, &group.encode(), &after.encode(), &mut log)
+                .map_err(|e| {
+                    Error::map(
+                        MAP_SET_MEMBERS,
+                        format!(
+                            "{e} (it holds {} entries per classifier chunk: raise \
+                             `classifier capacity chunks=`)",
+                            pol::SET_MEMBERS_PER_CHUNK
+                        ),
+                    )
+                })?,
+        }
+    }
+    if let Some((id, set)) = plan.set {
+        contents::write_entry(im.sets, &id.encode(), &set.encode(), &mut log)?;
+    }
+    im.write_meta(&plan.meta)?;
+    log::debug!("policy: {change}");
+    Ok(change)
 }
 
 /// Entries in the conntrack table (by walking it).

@@ -513,6 +513,20 @@ pub mod pol {
     pub const DEFAULT_CHUNKS: u32 = 32_768;
     /// Default bitmaps per bank (`policy capacity bitmaps=N`).
     pub const DEFAULT_BITMAPS: u32 = 16_384;
+    /// `pol_set_members` holds this many members per chunk of a bank (`pol_nodes`' half).
+    pub const SET_MEMBERS_PER_CHUNK: u32 = 4;
+    /// Rule sets one set's record (`pol_sets`) lists, for `weir set`.
+    pub const SET_MAX_RULESETS: u32 = 16;
+    /// Sets one rule set's record (`pol_set_rs`) lists.
+    pub const RS_MAX_SETS: u32 = 8;
+    /// [`PolSet::nrulesets`](crate::PolSet) of a set `weir set` cannot change in place.
+    pub const SET_REFS_OVER: u32 = u32::MAX;
+    /// [`PolSetMeta::valid`](crate::PolSetMeta): the set index describes bank `bank`.
+    pub const SET_META_VALID: u32 = 0x5e7;
+    /// Sets `pol_sets` holds.
+    pub const MAX_SETS: u32 = 4096;
+    /// Inline remote CIDR marks `pol_set_inline` holds.
+    pub const MAX_INLINE_MARKS: u32 = 65_536;
     /// Rules counted in `pol_rule_ctrs` (by config rule index).
     pub const MAX_RULE_IDS: u32 = 16_384;
     /// Policies counted in `pol_pol_ctrs` (by config policy index).
@@ -1492,6 +1506,66 @@ pub const MAPS: &[MapDef] = &[
         layout_version: 1,
         doc: "Policy events (struct weir_pol_event records): denied, logged and audited packets, rate-limited per CPU.",
     },
+    MapDef {
+        name: "pol_set_meta",
+        map_type: MapType::Array,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolSetMeta::LAYOUT,
+        max_entries: 1,
+        flags: 0,
+        layout_version: 1,
+        doc: "Policy set index (loader only, for `weir set`): the bank it describes, the bank's next free chunk and bitmap id.",
+    },
+    MapDef {
+        name: "pol_sets",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolSet::LAYOUT,
+        max_entries: pol::MAX_SETS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy set index (loader only): set id -> name, member prefix lengths, the rule sets referencing it.",
+    },
+    MapDef {
+        name: "pol_set_rs",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolSetRs::LAYOUT,
+        max_entries: 2 * pol::DEFAULT_RULE_SETS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy set index (loader only): rule set id -> remote-unconstrained rules, inline prefix lengths, the sets it references with their rule bits.",
+    },
+    MapDef {
+        name: "pol_set_members",
+        map_type: MapType::Hash,
+        key: PolPrefixKey::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: pol::SET_MEMBERS_PER_CHUNK * pol::DEFAULT_CHUNKS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy set index (loader only): the members of the policy in force, 32 networks an entry: (set id, family, length, network with its 5 lowest bits clear) -> bit i set when the i-th network is a member.",
+    },
+    MapDef {
+        name: "pol_set_inline",
+        map_type: MapType::Hash,
+        key: PolPrefixKey::LAYOUT,
+        value: PolMark::LAYOUT,
+        max_entries: pol::MAX_INLINE_MARKS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy set index (loader only): (table, family, prefix) -> rules naming the prefix inline in remote=, and negated.",
+    },
+    MapDef {
+        name: "pol_bm_ids",
+        map_type: MapType::Hash,
+        key: PolBitmap::LAYOUT,
+        value: <u32 as Codec>::LAYOUT,
+        max_entries: pol::DEFAULT_BITMAPS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Policy set index (loader only): bitmap -> its id in the bank in force (interning for `weir set`).",
+    },
 ];
 
 /// The map named `name`, if the schema has one.
@@ -1597,6 +1671,7 @@ macro_rules! array_field_type {
 array_field_type!(
     u8, 2 => "__u8[2]", u8, 4 => "__u8[4]", u8, 6 => "__u8[6]", u8, 16 => "__u8[16]",
     u32, 4 => "__u32[4]", u32, 16 => "__u32[16]", u64, 4 => "__u64[4]",
+    u32, 8 => "__u32[8]", u64, 32 => "__u64[32]",
 );
 
 macro_rules! scalar_codec {
@@ -2020,6 +2095,89 @@ schema_struct! {
     pub struct PolBitmap as "weir_pol_bitmap" {
         /// Bit i is bit i % 64 of word i / 64.
         pub w: [u64; 4],
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_set_meta`: C `struct weir_pol_set_meta`.
+    pub struct PolSetMeta as "weir_pol_set_meta" {
+        /// [`pol::SET_META_VALID`] when the set index describes bank `bank`; anything else: it
+        /// does not (an apply is writing it, or none has).
+        pub valid: u32,
+        /// The bank the index describes.
+        pub bank: u32,
+        /// The bank's next free chunk (global index in `pol_nodes`).
+        pub next_chunk: u32,
+        /// The bank's next free bitmap id (global index in `pol_bitmaps`).
+        pub next_bitmap: u32,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_sets`: C `struct weir_pol_set`.
+    pub struct PolSet as "weir_pol_set" {
+        /// Bit `l` set: some IPv4 member is a /`l`.
+        pub lengths_v4: u64,
+        /// Bit `l` (of 129) set: some IPv6 member is a /`l`.
+        pub lengths_v6: [u64; 4],
+        /// The members' digest: the wrapping sum of a 64-bit hash of each member's key in
+        /// `pol_set_members` (an apply skips the members of sets whose digest and count match).
+        pub digest: u64,
+        /// Rule sets (global ids) referencing the set: `nrulesets` of `rulesets`, or
+        /// [`pol::SET_REFS_OVER`].
+        pub nrulesets: u32,
+        /// See `nrulesets`.
+        pub rulesets: [u32; 16],
+        /// Members.
+        pub members: u32,
+        /// The set's name, NUL-padded bytes (4 per word, in memory order).
+        pub name: [u32; 16],
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_set_rs`: C `struct weir_pol_set_rs`.
+    pub struct PolSetRs as "weir_pol_set_rs" {
+        /// Rules without a positive `remote=` item (they match every remote address).
+        pub unconstrained: [u64; 4],
+        /// Bit `l` set: an inline IPv4 `remote=` prefix of a rule here is a /`l`.
+        pub inline_v4: u64,
+        /// The same for IPv6 (129 bits).
+        pub inline_v6: [u64; 4],
+        /// Sets referenced: `nsets` of `sets` (set ids).
+        pub nsets: u32,
+        /// See `nsets`.
+        pub sets: [u32; 8],
+        /// Zero.
+        pub pad: u32,
+        /// For `sets[i]`: the rules naming it (words `4 i .. 4 i + 4`).
+        pub pos: [u64; 32],
+        /// For `sets[i]`: the rules naming it negated.
+        pub neg: [u64; 32],
+    }
+}
+
+schema_struct! {
+    /// Key of `pol_set_members` and `pol_set_inline`: C `struct weir_pol_prefix_key`.
+    pub struct PolPrefixKey as "weir_pol_prefix_key" {
+        /// Set id (`pol_set_members`) or table (`pol_set_inline`).
+        pub owner: u32,
+        /// 4 or 6.
+        pub family: u16,
+        /// Prefix length.
+        pub len: u16,
+        /// The network, network byte order, host bits zero (IPv4 in the first 4 bytes).
+        pub addr: [u8; 16],
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_set_inline`: C `struct weir_pol_mark`.
+    pub struct PolMark as "weir_pol_mark" {
+        /// Rules naming the prefix.
+        pub pos: [u64; 4],
+        /// Rules naming it negated.
+        pub neg: [u64; 4],
     }
 }
 

@@ -508,6 +508,76 @@ _Static_assert(sizeof(struct weir_pol_rate) == 16, "struct weir_pol_rate: size d
 _Static_assert(__builtin_offsetof(struct weir_pol_rate, credit_ns) == 0, "struct weir_pol_rate.credit_ns: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_rate, last_ns) == 8, "struct weir_pol_rate.last_ns: offset differs from maps-schema");
 
+struct weir_pol_set_meta {
+	__u32 valid;
+	__u32 bank;
+	__u32 next_chunk;
+	__u32 next_bitmap;
+};
+_Static_assert(sizeof(struct weir_pol_set_meta) == 16, "struct weir_pol_set_meta: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_meta, valid) == 0, "struct weir_pol_set_meta.valid: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_meta, bank) == 4, "struct weir_pol_set_meta.bank: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_meta, next_chunk) == 8, "struct weir_pol_set_meta.next_chunk: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_meta, next_bitmap) == 12, "struct weir_pol_set_meta.next_bitmap: offset differs from maps-schema");
+
+struct weir_pol_set {
+	__u64 lengths_v4;
+	__u64 lengths_v6[4];
+	__u64 digest;
+	__u32 nrulesets;
+	__u32 rulesets[16];
+	__u32 members;
+	__u32 name[16];
+};
+_Static_assert(sizeof(struct weir_pol_set) == 184, "struct weir_pol_set: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, lengths_v4) == 0, "struct weir_pol_set.lengths_v4: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, lengths_v6) == 8, "struct weir_pol_set.lengths_v6: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, digest) == 40, "struct weir_pol_set.digest: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, nrulesets) == 48, "struct weir_pol_set.nrulesets: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, rulesets) == 52, "struct weir_pol_set.rulesets: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, members) == 116, "struct weir_pol_set.members: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set, name) == 120, "struct weir_pol_set.name: offset differs from maps-schema");
+
+struct weir_pol_set_rs {
+	__u64 unconstrained[4];
+	__u64 inline_v4;
+	__u64 inline_v6[4];
+	__u32 nsets;
+	__u32 sets[8];
+	__u32 pad;
+	__u64 pos[32];
+	__u64 neg[32];
+};
+_Static_assert(sizeof(struct weir_pol_set_rs) == 624, "struct weir_pol_set_rs: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, unconstrained) == 0, "struct weir_pol_set_rs.unconstrained: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, inline_v4) == 32, "struct weir_pol_set_rs.inline_v4: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, inline_v6) == 40, "struct weir_pol_set_rs.inline_v6: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, nsets) == 72, "struct weir_pol_set_rs.nsets: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, sets) == 76, "struct weir_pol_set_rs.sets: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, pad) == 108, "struct weir_pol_set_rs.pad: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, pos) == 112, "struct weir_pol_set_rs.pos: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_set_rs, neg) == 368, "struct weir_pol_set_rs.neg: offset differs from maps-schema");
+
+struct weir_pol_prefix_key {
+	__u32 owner;
+	__u16 family;
+	__u16 len;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct weir_pol_prefix_key) == 24, "struct weir_pol_prefix_key: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_prefix_key, owner) == 0, "struct weir_pol_prefix_key.owner: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_prefix_key, family) == 4, "struct weir_pol_prefix_key.family: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_prefix_key, len) == 6, "struct weir_pol_prefix_key.len: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_prefix_key, addr) == 8, "struct weir_pol_prefix_key.addr: offset differs from maps-schema");
+
+struct weir_pol_mark {
+	__u64 pos[4];
+	__u64 neg[4];
+};
+_Static_assert(sizeof(struct weir_pol_mark) == 64, "struct weir_pol_mark: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_mark, pos) == 0, "struct weir_pol_mark.pos: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_mark, neg) == 32, "struct weir_pol_mark.neg: offset differs from maps-schema");
+
 struct weir_pol_event {
 	__u64 ts_ns;
 	__u32 ifindex;
@@ -981,5 +1051,70 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct
 		__uint(type, BPF_MAP_TYPE_RINGBUF); \
 		__uint(max_entries, 262144); \
 	} pol_events SEC(".maps")
+
+/* pol_set_meta (array, 1 entries): Policy set index (loader only, for `weir set`): the bank it describes, the bank's next free chunk and bitmap id. */
+#define WEIR_LAYOUT_VERSION_POL_SET_META 1
+#define WEIR_DEFINE_MAP_POL_SET_META \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_set_meta); \
+		__uint(max_entries, 1); \
+	} pol_set_meta SEC(".maps")
+
+/* pol_sets (hash, 4096 entries): Policy set index (loader only): set id -> name, member prefix lengths, the rule sets referencing it. */
+#define WEIR_LAYOUT_VERSION_POL_SETS 1
+#define WEIR_DEFINE_MAP_POL_SETS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_set); \
+		__uint(max_entries, 4096); \
+		__uint(map_flags, 0x1); \
+	} pol_sets SEC(".maps")
+
+/* pol_set_rs (hash, 512 entries): Policy set index (loader only): rule set id -> remote-unconstrained rules, inline prefix lengths, the sets it references with their rule bits. */
+#define WEIR_LAYOUT_VERSION_POL_SET_RS 1
+#define WEIR_DEFINE_MAP_POL_SET_RS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_set_rs); \
+		__uint(max_entries, 512); \
+		__uint(map_flags, 0x1); \
+	} pol_set_rs SEC(".maps")
+
+/* pol_set_members (hash, 131072 entries): Policy set index (loader only): the members of the policy in force, 32 networks an entry: (set id, family, length, network with its 5 lowest bits clear) -> bit i set when the i-th network is a member. */
+#define WEIR_LAYOUT_VERSION_POL_SET_MEMBERS 1
+#define WEIR_DEFINE_MAP_POL_SET_MEMBERS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_pol_prefix_key); \
+		__type(value, __u32); \
+		__uint(max_entries, 131072); \
+		__uint(map_flags, 0x1); \
+	} pol_set_members SEC(".maps")
+
+/* pol_set_inline (hash, 65536 entries): Policy set index (loader only): (table, family, prefix) -> rules naming the prefix inline in remote=, and negated. */
+#define WEIR_LAYOUT_VERSION_POL_SET_INLINE 1
+#define WEIR_DEFINE_MAP_POL_SET_INLINE \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_pol_prefix_key); \
+		__type(value, struct weir_pol_mark); \
+		__uint(max_entries, 65536); \
+		__uint(map_flags, 0x1); \
+	} pol_set_inline SEC(".maps")
+
+/* pol_bm_ids (hash, 16384 entries): Policy set index (loader only): bitmap -> its id in the bank in force (interning for `weir set`). */
+#define WEIR_LAYOUT_VERSION_POL_BM_IDS 1
+#define WEIR_DEFINE_MAP_POL_BM_IDS \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, struct weir_pol_bitmap); \
+		__type(value, __u32); \
+		__uint(max_entries, 16384); \
+		__uint(map_flags, 0x1); \
+	} pol_bm_ids SEC(".maps")
 
 #endif /* WEIR_MAPS_H */

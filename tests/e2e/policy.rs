@@ -604,3 +604,87 @@ fn a_host_endpoint_policy_cannot_lock_out_a_failsafe_port() {
     let st = status(&t.sb);
     assert!(stat(&st, "failsafe") >= 1, "{st}");
 }
+
+// ---- `weir set`: a set's members changed in place, the config reverting them ----
+
+#[test]
+fn weir_set_changes_members_in_place_and_apply_puts_the_file_back() {
+    let t = topo("pst");
+    let (a, w1, w2) = (t.sb.ns_a.clone(), &t.w[0], &t.w[1]);
+    echo_server(&w1.ns, 80);
+    // S holds db's networks only: the outside (198.18.0.1, 2001:db8::1) is not in it.
+    let cfg = ConfigFile::new(
+        &t.sb,
+        &conf(
+            &t,
+            "ipset S 198.19.2.0/24 2001:db8:102::/64\n\
+             policy web selector=\"app == 'web'\"\n\
+             rule web ingress allow proto=tcp dport=80 remote=set:S\n",
+        ),
+    );
+    load(&t, &cfg);
+    assert!(tcp_ok(&w2.ns, v4(w1, 80)), "db is in S");
+    assert!(
+        !tcp_ok(&a, v4(w1, 80)) && !tcp_ok(&a, v6(w1, 80)),
+        "outside S"
+    );
+
+    let out = ok(weir_in(
+        &t.sb,
+        &["set", "add", "S", "198.18.0.1/32", "2001:db8::1"],
+    ));
+    assert!(out.contains("set 'S': 2 member(s) added"), "{out}");
+    assert!(tcp_ok(&a, v4(w1, 80)), "added: allowed");
+    assert!(tcp_ok(&a, v6(w1, 80)), "added (IPv6): allowed");
+    assert!(tcp_ok(&w2.ns, v4(w1, 80)), "the file's members still match");
+    // Adding a member again changes nothing.
+    let out = ok(weir_in(&t.sb, &["set", "add", "S", "198.18.0.1"]));
+    assert!(
+        out.contains("0 member(s) added") && out.contains("1 already"),
+        "{out}"
+    );
+
+    // A connection established while allowed outlives the removal (conntrack); new ones
+    // are denied.
+    let established = in_ns(&a, {
+        let dst = v4(w1, 80);
+        move || TcpStream::connect_timeout(&dst, BLOCKED_AFTER).expect("connect while allowed")
+    });
+    ok(weir_in(&t.sb, &["set", "del", "S", "198.18.0.1/32"]));
+    assert!(!tcp_ok(&a, v4(w1, 80)), "removed: new flows denied");
+    assert!(tcp_ok(&a, v6(w1, 80)), "the IPv6 member stays");
+    let mut s = established;
+    s.set_read_timeout(Some(BLOCKED_AFTER)).unwrap();
+    let mut buf = [0u8; 3];
+    assert!(
+        s.write_all(b"est").is_ok() && s.read_exact(&mut buf).is_ok(),
+        "an established flow is not re-evaluated"
+    );
+
+    // Errors name the problem and change nothing.
+    let o = weir_in(&t.sb, &["set", "add", "nope", "10.0.0.1"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("set 'nope' is not in the policy in force; sets: S"),
+        "{}",
+        text(&o)
+    );
+    let o = weir_in(&t.sb, &["set", "del", "S", "198.18.0.1"]);
+    assert!(!o.status.success() && text(&o).contains("is not a member of set 'S'"));
+    let o = weir_in(&t.sb, &["set", "add", "S", "198.18.0.1/8"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("argument 3 '198.18.0.1/8'"),
+        "{}",
+        text(&o)
+    );
+    assert!(tcp_ok(&a, v6(w1, 80)), "unchanged by the failures");
+
+    // The config stays the truth: an apply of the file puts its members back.
+    apply(&t, &cfg);
+    assert!(!tcp_ok(&a, v6(w1, 80)), "the file's members are back");
+    assert!(tcp_ok(&w2.ns, v4(w1, 80)));
+    // And `weir set` works on the bank the apply switched to.
+    ok(weir_in(&t.sb, &["set", "add", "S", "198.18.0.0/24"]));
+    assert!(tcp_ok(&a, v4(w1, 80)), "added after the apply");
+}

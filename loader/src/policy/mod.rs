@@ -80,12 +80,18 @@
 //! read the old bank number just before the flip still finds its policy). An identical config
 //! writes nothing; any change rewrites the inactive bank (O(N): B4 in BENCHMARKS.md).
 //!
+//! **In-place set changes.** `weir set add|del` changes a set's members in the bank in force,
+//! in time proportional to the change, from a set index the full apply persists beside the
+//! tables (maps `pol_set_*`, `pol_bm_ids`; [`incremental`] has the planner and its write
+//! order). The next full apply puts the config's members back.
+//!
 //! [`ROOT_BITS`] and [`STRIDE`] are the layout's parameters; [`Stats`] counts the chunks a
 //! config needs under them.
 
 pub mod bitmap;
 pub mod classifier;
 pub mod compile;
+pub mod incremental;
 pub mod kernel;
 pub mod prefix;
 pub mod ruleset;
