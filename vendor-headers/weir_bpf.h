@@ -70,6 +70,9 @@ static long (*const bpf_map_delete_elem)(void *map, const void *key) = (void *)3
 /* 5: CLOCK_MONOTONIC in nanoseconds. */
 static __u64 (*const bpf_ktime_get_ns)(void) = (void *)5;
 
+/* 160: CLOCK_MONOTONIC_COARSE in nanoseconds (tick resolution, cheaper than bpf_ktime_get_ns). */
+static __u64 (*const bpf_ktime_get_coarse_ns)(void) = (void *)160;
+
 /* 7: a pseudo-random 32-bit number (not for cryptography). */
 static __u32 (*const bpf_get_prandom_u32)(void) = (void *)7;
 

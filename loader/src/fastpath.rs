@@ -3,8 +3,10 @@
 //! as a difference against what they hold.
 //!
 //! - `fp_endpoints`: every interface with TC programs, by ifindex: whether the fast path is
-//!   on there, whether it is a workload's host side, and its own MAC (the source of the
-//!   frames the fast path sends into the workload).
+//!   on there, whether it is a workload's host side, whether it may be a policy endpoint
+//!   (`fastpath::POLICY`: it has `pol_endpoints` entries in either bank; TC ingress skips the
+//!   policy lookups of the others), and its own MAC (the source of the frames the fast path
+//!   sends into the workload).
 //! - `fp_routes_v4` / `fp_routes_v6`: the `addrs=` of every workload with the fast path on →
 //!   its host-side interface. A workload with `fastpath=off` has no routes: packets for it
 //!   take the normal path.
@@ -137,6 +139,19 @@ fn resolve(nl: &mut Netlink, name: &str) -> Result<Link, Error> {
     }
 }
 
+/// Sets `fastpath::POLICY` on the endpoints whose interface is in `policy` (pure).
+fn mark_policy(endpoints: &mut Bytes, policy: &std::collections::BTreeSet<u32>) {
+    for (k, v) in endpoints.iter_mut() {
+        let (Ok(ifindex), Ok(mut ep)) = (u32::decode(k), FpEndpoint::decode(v)) else {
+            continue;
+        };
+        if policy.contains(&ifindex) {
+            ep.flags |= fastpath::POLICY;
+            *v = ep.encode();
+        }
+    }
+}
+
 /// What applying the fast path maps changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FastpathChange {
@@ -188,13 +203,18 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<FastpathCha
     } else {
         None
     };
-    let desired = compile(cfg, |name| match nl.as_mut() {
+    let mut desired = compile(cfg, |name| match nl.as_mut() {
         Some(nl) => resolve(nl, name),
         None => Err(Error::attach(
             format!("interface '{name}'"),
             "no rtnetlink socket",
         )),
     })?;
+    // The policy hint: policy_maps::apply ran first, so both banks' endpoints are known here.
+    mark_policy(
+        &mut desired.endpoints,
+        &crate::policy_maps::endpoint_ifindices(maps)?,
+    );
     for (m, want) in [(v4, &desired.routes_v4), (v6, &desired.routes_v6)] {
         let cap = crate::sys::bpf::map_info(std::os::fd::AsFd::as_fd(&m.fd))
             .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?
@@ -294,6 +314,28 @@ mod tests {
         let k6 = LpmV6Key::new("fd00::2".parse().unwrap(), 128).unwrap();
         assert_eq!(d.routes_v4, Bytes::from([(k4.encode(), route.clone())]));
         assert_eq!(d.routes_v6, Bytes::from([(k6.encode(), route)]));
+    }
+
+    #[test]
+    fn policy_endpoints_get_the_hint_and_nothing_else_changes() {
+        let mut d = compile(
+            &cfg("interface eth1\n\
+                  interface wl2 role=workload addrs=10.0.0.2\n\
+                  interface wl3 role=workload addrs=10.0.0.3 fastpath=off\n"),
+            links,
+        )
+        .unwrap();
+        // 103 and an interface weir has no entry for (999) are policy endpoints.
+        mark_policy(&mut d.endpoints, &[103, 999].into());
+        assert_eq!(endpoint(&d, 101).unwrap().flags, fastpath::ON);
+        assert_eq!(
+            endpoint(&d, 102).unwrap().flags,
+            fastpath::ON | fastpath::WORKLOAD
+        );
+        let ep = endpoint(&d, 103).unwrap();
+        assert_eq!(ep.flags, fastpath::WORKLOAD | fastpath::POLICY);
+        assert_eq!(ep.mac, [2, 0, 0, 0, 0, 3]);
+        assert_eq!(d.endpoints.len(), 3);
     }
 
     #[test]

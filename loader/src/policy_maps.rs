@@ -8,14 +8,18 @@
 //! leaves the old policy in force; the flip and the endpoint writes are in the undo log, so a
 //! later failure in the same command puts the old bank back. Conntrack entries belong to no
 //! bank: flows established under the old policy keep going.
+//!
+//! TC ingress looks an interface's policy up only when its fast path entry (`fp_endpoints`)
+//! carries `fastpath::POLICY` (or when it has no entry): the new endpoints get that mark before
+//! the flip, and the fast path's apply keeps it while either bank holds the interface.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::os::fd::AsFd;
 
 use maps_schema::{
-    pol, Codec, DirChunk, PolBitmap, PolEndpoint, PolEndpointKey, PolMark, PolPrefixKey, PolRule,
-    PolRuleSet, PolSet, PolSetMeta, PolSetRs,
+    fastpath, pol, Codec, DirChunk, FpEndpoint, PolBitmap, PolEndpoint, PolEndpointKey, PolMark,
+    PolPrefixKey, PolRule, PolRuleSet, PolSet, PolSetMeta, PolSetRs,
 };
 
 use crate::config::{Cidr, Config};
@@ -576,6 +580,11 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
             for (k, v) in &plan.endpoints {
                 contents::write_entry(pm.endpoints, &k.encode(), &v.encode(), undo)?;
             }
+            // TC ingress skips the policy of an interface whose fast path entry lacks the hint:
+            // mark the new endpoints before they are in force (the fast path's apply keeps the
+            // mark while either bank holds the interface).
+            let new_ifs: BTreeSet<u32> = plan.endpoints.keys().map(|k| k.ifindex).collect();
+            mark_policy_interfaces(maps, &new_ifs, undo)?;
             contents::write_entry(pm.active, &0u32.encode(), &target.encode(), undo)?;
             Ok(())
         })();
@@ -598,6 +607,51 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
         plan.bitmaps.len()
     );
     Ok(change)
+}
+
+/// The interfaces (ifindex) with a `pol_endpoints` entry in either bank: those whose fast
+/// path entry must carry `fastpath::POLICY`. Empty when the objects have no policy maps.
+///
+/// # Errors
+/// Reading `pol_endpoints` failed.
+pub fn endpoint_ifindices(maps: &MapSet) -> Result<BTreeSet<u32>, Error> {
+    let Some(m) = maps.get(MAP_ENDPOINTS) else {
+        return Ok(BTreeSet::new());
+    };
+    Ok(contents::entries(m)?
+        .keys()
+        .filter_map(|k| PolEndpointKey::decode(k).ok())
+        .map(|k| k.ifindex)
+        .collect())
+}
+
+/// Sets `fastpath::POLICY` on the existing `fp_endpoints` entries of `ifindices` that lack it
+/// (an interface without an entry is looked up anyway).
+fn mark_policy_interfaces(
+    maps: &MapSet,
+    ifindices: &BTreeSet<u32>,
+    undo: &mut Undo,
+) -> Result<(), Error> {
+    let Some(m) = maps.get(crate::fastpath::MAP_ENDPOINTS) else {
+        return Ok(());
+    };
+    let mut value = vec![0u8; m.def.value.size as usize];
+    for ifindex in ifindices {
+        let key = ifindex.encode();
+        let found = bpf::map_lookup(m.fd.as_fd(), &key, &mut value)
+            .map_err(|e| Error::bpf(format!("map '{}'", m.def.name), e))?;
+        if !found {
+            continue;
+        }
+        let Ok(mut ep) = FpEndpoint::decode(&value) else {
+            continue;
+        };
+        if ep.flags & fastpath::POLICY == 0 {
+            ep.flags |= fastpath::POLICY;
+            contents::write_entry(m, &key, &ep.encode(), undo)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the policy of `cfg` is the one in force: the active bank holds exactly its plan.

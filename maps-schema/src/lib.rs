@@ -230,6 +230,11 @@ pub mod fastpath {
     pub const ON: u32 = 1 << 0;
     /// `FpEndpoint::flags`: the interface is a workload's host side.
     pub const WORKLOAD: u32 = 1 << 1;
+    /// `FpEndpoint::flags`: the interface may be a policy endpoint (it has `pol_endpoints`
+    /// entries in some bank). Without it TC ingress skips the policy lookups; an interface
+    /// without an `fp_endpoints` entry is always looked up. Set before a bank switch makes it
+    /// an endpoint, cleared only once neither bank holds it.
+    pub const POLICY: u32 = 1 << 2;
     /// Default capacity of each route table (addresses of local workloads).
     pub const DEFAULT_ROUTES: u32 = 16_384;
     /// Capacity of `fp_endpoints` and `fp_macs` (interfaces).
@@ -665,6 +670,10 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_FP_WORKLOAD",
                 value: fastpath::WORKLOAD,
+            },
+            Constant {
+                c_name: "WEIR_FP_POLICY",
+                value: fastpath::POLICY,
             },
         ],
     },
@@ -2225,7 +2234,8 @@ schema_struct! {
 schema_struct! {
     /// Value of `pol_ct`: C `struct weir_ct`.
     pub struct Ct as "weir_ct" {
-        /// `bpf_ktime_get_ns` of the flow's last packet.
+        /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, one tick's resolution) of the
+        /// flow's last packet; older versions wrote `bpf_ktime_get_ns`, up to a tick later.
         pub last_ns: u64,
         /// The config rule id that allowed the flow, or [`pol::NONE`].
         pub rule: u32,

@@ -22,7 +22,8 @@
  * packets for it take the normal path (which resolves its MAC with ARP / ND anyway).
  *
  * The including program defines the maps (WEIR_DEFINE_MAP_FP_*, IF_COUNTERS) and puts the
- * pieces together around its policy (tc.c): weir_fastpath_target says where a packet goes,
+ * pieces together around its policy (tc.c): weir_fastpath_target says where a packet goes
+ * (given the arriving interface's fp_endpoints entry, which the program looks up first),
  * the program asks the policy of the hook the packet would skip, then weir_fastpath_peer or
  * weir_fastpath_out sends it. They are separate (global) functions so that each has its own
  * stack frame: the policy's call chain needs most of the 512 bytes.
@@ -121,18 +122,15 @@ static __always_inline int fp_target_ready(struct __sk_buff *skb, __u32 ifindex)
 #define WEIR_FP_ROUTE_OUT 0
 #define WEIR_FP_STACK (-1)
 
-__attribute__((noinline)) int weir_fastpath_target(struct __sk_buff *skb)
+__attribute__((noinline)) int weir_fastpath_target(struct __sk_buff *skb,
+						    const struct weir_fp_endpoint *self)
 {
-	struct weir_fp_endpoint *self;
 	struct weir_fp_route *route;
 	__u32 in;
 
-	if (!skb)
+	if (!skb || !self || !(self->flags & WEIR_FP_ON))
 		return WEIR_FP_STACK;
 	in = skb->ifindex;
-	self = bpf_map_lookup_elem(&fp_endpoints, &in);
-	if (!self || !(self->flags & WEIR_FP_ON))
-		return WEIR_FP_STACK;
 
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;

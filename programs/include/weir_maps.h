@@ -29,6 +29,7 @@
 /* Fast path endpoint flags (struct weir_fp_endpoint). */
 #define WEIR_FP_ON 1
 #define WEIR_FP_WORKLOAD 2
+#define WEIR_FP_POLICY 4
 
 /* Socket hook ids: the key of sock_counters. */
 #define WEIR_SOCK_HOOK_CONNECT4 0

@@ -253,6 +253,28 @@ static __always_inline int weir_icmp_is_error(__u8 family, __u8 type)
 }
 
 /*
+ * Copies `len` (a constant) bytes at packet offset `off` to `to`: straight from the linear data
+ * when they lie there (the common case, and no helper call), else with bpf_skb_load_bytes
+ * (paged data). 0, or -1 past the end of the packet.
+ */
+static __always_inline int weir_pol_load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	/* Bounded, so that the verifier can follow the packet pointer's offset. */
+	if (off <= 0x3ff) {
+		void *at = data + off;
+
+		if (at + len <= end) {
+			__builtin_memcpy(to, at, len);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, to, len) ? -1 : 0;
+}
+
+/*
  * Fills `p` from the packet; 0 when it is IPv4 or IPv6 with a readable header. A global
  * function: verified once, on its own.
  */
@@ -267,7 +289,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 	if (skb->protocol == weir_htons(WEIR_ETH_P_IP)) {
 		struct weir_ipv4 ip;
 
-		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+		if (weir_pol_load(skb, off, &ip, sizeof(ip)))
 			return -1;
 		if ((ip.ver_ihl >> 4) != 4 || (ip.ver_ihl & 0xf) < 5)
 			return -1;
@@ -284,7 +306,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 	} else if (skb->protocol == weir_htons(WEIR_ETH_P_IPV6)) {
 		struct weir_ipv6 ip6;
 
-		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+		if (weir_pol_load(skb, off, &ip6, sizeof(ip6)))
 			return -1;
 		if ((ip6.ver_tc >> 4) != 6)
 			return -1;
@@ -324,7 +346,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 	if (proto == WEIR_IPPROTO_TCP) {
 		__u8 h[14];
 
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+		if (weir_pol_load(skb, off, h, sizeof(h)))
 			return 0;
 		p->sport = ((__u16)h[0] << 8) | h[1];
 		p->dport = ((__u16)h[2] << 8) | h[3];
@@ -333,7 +355,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 	} else if (proto == WEIR_IPPROTO_UDP || proto == WEIR_IPPROTO_SCTP) {
 		__u8 h[4];
 
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+		if (weir_pol_load(skb, off, h, sizeof(h)))
 			return 0;
 		p->sport = ((__u16)h[0] << 8) | h[1];
 		p->dport = ((__u16)h[2] << 8) | h[3];
@@ -711,6 +733,14 @@ static __always_inline __u64 weir_ct_timeout(__u8 state)
 	}
 }
 
+/* Whether a tracked flow has not timed out at `now`. */
+static __always_inline int weir_ct_live(const struct weir_ct *ct, __u64 now)
+{
+	__s64 age = (__s64)(now - ct->last_ns);
+
+	return age <= 0 || (__u64)age <= weir_ct_timeout(ct->state);
+}
+
 /* A packet of a tracked flow: advance the state. */
 static __always_inline void weir_ct_update(struct weir_ct *ct, const struct weir_pol_pkt *p,
 					   __u32 direction, __u64 now)
@@ -718,7 +748,9 @@ static __always_inline void weir_ct_update(struct weir_ct *ct, const struct weir
 	int from_opener = !!(ct->flags & WEIR_CT_F_OPENED_EGRESS) ==
 			  (direction == WEIR_POL_DIR_EGRESS);
 
-	ct->last_ns = now;
+	/* The coarse clock moves once a tick: most packets leave the shared line clean. */
+	if (ct->last_ns != now)
+		ct->last_ns = now;
 	if (p->proto == WEIR_IPPROTO_TCP && p->has_ports) {
 		if (p->tcp_flags & WEIR_TCP_RST) {
 			ct->state = WEIR_CT_TCP_CLOSED;
@@ -814,7 +846,12 @@ __attribute__((noinline)) int weir_policy_at(struct __sk_buff *skb, __u32 ifinde
 	if (weir_pol_parse(skb, &p))
 		return TC_ACT_UNSPEC; /* not IP: ARP and the like */
 	direction = ep->direction;
-	now = bpf_ktime_get_ns();
+	/*
+	 * Conntrack's clock: timeouts are seconds, so the coarse clock (one tick) is enough and
+	 * cheaper. Entries written with the fine clock (an older version) can be up to a tick
+	 * ahead of it: weir_ct_live takes a negative age as 0.
+	 */
+	now = bpf_ktime_get_coarse_ns();
 
 	/* Established: a live entry for this flow. */
 	if (!p.is_icmp || p.echo) {
@@ -826,7 +863,7 @@ __attribute__((noinline)) int weir_policy_at(struct __sk_buff *skb, __u32 ifinde
 				     (p.tcp_flags & (WEIR_TCP_SYN | WEIR_TCP_ACK)) == WEIR_TCP_SYN &&
 				     (ct->state == WEIR_CT_TCP_FIN || ct->state == WEIR_CT_TCP_CLOSED);
 
-			if (!reopen && now - ct->last_ns <= weir_ct_timeout(ct->state)) {
+			if (!reopen && weir_ct_live(ct, now)) {
 				weir_ct_update(ct, &p, direction, now);
 				weir_pol_count_rule(ct->rule, p.len);
 				weir_pol_stat(WEIR_POL_STAT_ESTABLISHED, p.len);
@@ -845,7 +882,7 @@ __attribute__((noinline)) int weir_policy_at(struct __sk_buff *skb, __u32 ifinde
 			    p.family, p.inner_proto, p.inner_src, p.inner_dst, p.inner_sport,
 			    p.inner_dport, inner_echo);
 		ct = bpf_map_lookup_elem(&pol_ct, &ck);
-		if (ct && now - ct->last_ns <= weir_ct_timeout(ct->state)) {
+		if (ct && weir_ct_live(ct, now)) {
 			weir_pol_count_rule(ct->rule, p.len);
 			weir_pol_stat(WEIR_POL_STAT_RELATED, p.len);
 			return TC_ACT_UNSPEC;

@@ -9,6 +9,7 @@
 //! cargo run --release -p weir-bench -- b5 [--rounds N] [--rss-rounds N] [--weir PATH] [--no-write]
 //! cargo run --release -p weir-bench -- b6 [--rounds N] [--seconds N] [--no-write]
 //! cargo run --release -p weir-bench -- b8 [--rounds N] [--ms N] [--conns N] [--no-write]
+//! cargo run --release -p weir-bench -- tc-prog [--rules N] [--repeat N] [--rounds N]
 //! ```
 //!
 //! It needs root (it loads BPF programs into network namespaces and a cgroup it creates), installs
@@ -32,6 +33,7 @@ mod report;
 mod spec;
 mod stats;
 mod syscalls;
+mod tcprog;
 
 use std::process::ExitCode;
 
@@ -59,6 +61,9 @@ Benchmarks:
        FORWARD chain (conntrack first, per-endpoint chains)
   b8   service-mesh redirect: connections/s and connect() latency through a local
        transparent proxy; competitor: iptables nat OUTPUT REDIRECT (sidecar rules)
+  tc-prog  weir's TC programs alone (BPF_PROG_TEST_RUN): ns per run of an
+       established packet under a workload's ingress policy and of packets on
+       interfaces without policy (a development measurement, nothing written)
 
 Options of b1:
   --rounds N        interleaved timed rounds (default 11, at least 7)
@@ -107,6 +112,11 @@ Options of b8:
   --ms N            minimum wall time of one measurement (default 300)
   --conns N         minimum connections of one measurement (default 300)
   --no-write        print the section but leave BENCHMARKS.md alone
+
+Options of tc-prog:
+  --rules N         ingress rules on the workload's policy (default 10, at most 256)
+  --repeat N        runs per test run (default 200000)
+  --rounds N        interleaved rounds (default 7)
 
 Runs as root. Exit codes: 0 done, 1 error, 2 usage error.
 ";
@@ -179,6 +189,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weir-bench b8: error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        Some("tc-prog") => match tcprog::Options::parse(&args[1..]) {
+            Ok(opts) => match tcprog::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir-bench tc-prog: error: {e}");
                     ExitCode::from(1)
                 }
             },
