@@ -140,10 +140,14 @@ impl PrefixBuilder {
     pub fn build(mut self) -> PrefixTable {
         self.marks
             .push((Prefix { key: 0, len: 0 }, Bitmap::EMPTY, Bitmap::EMPTY));
-        // A covering prefix sorts before everything it covers.
-        self.marks.sort_unstable_by_key(|(p, _, _)| *p);
+        // A covering prefix sorts before everything it covers. A mark is 96 bytes: sorting
+        // their indices moves 4 bytes per step instead (a third of a 100k-CIDR apply was
+        // spent moving marks).
+        let mut order: Vec<u32> = (0..self.marks.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| self.marks[i as usize].0);
         let mut named: Vec<(Prefix, (Bitmap, Bitmap))> = Vec::with_capacity(self.marks.len());
-        for (prefix, pos, neg) in self.marks {
+        for i in order {
+            let (prefix, pos, neg) = self.marks[i as usize];
             match named.last_mut() {
                 Some((last, (p, n))) if *last == prefix => {
                     *p = p.or(pos);
