@@ -50,7 +50,7 @@ impl Undo {
         for op in self.ops.into_iter().rev() {
             let Some(m) = maps.get(op.map) else { continue };
             let r = match &op.previous {
-                Some(v) => bpf::map_update(m.fd.as_fd(), &op.key, v, 0),
+                Some(v) => map_update_retrying(m.fd.as_fd(), &op.key, v, 0),
                 None => bpf::map_delete(m.fd.as_fd(), &op.key).map(|_| ()),
             };
             if let Err(e) = r {
@@ -76,7 +76,7 @@ pub fn write_entry(m: &OpenMap, key: &[u8], value: &[u8], undo: &mut Undo) -> Re
     let mut previous = vec![0u8; value_len(m)?];
     let existed = bpf::map_lookup(fd, key, &mut previous)
         .map_err(|e| Error::bpf(format!("map '{name}': reading an entry"), e))?;
-    bpf::map_update(fd, key, value, 0)
+    map_update_retrying(fd, key, value, 0)
         .map_err(|e| Error::bpf(format!("map '{name}': writing an entry"), e))?;
     undo.ops.push(UndoOp {
         map: name,
@@ -139,6 +139,34 @@ pub struct SetChange {
 
 /// Elements per batch syscall: large enough that 100k entries take a few dozen calls.
 const BATCH: usize = 8192;
+
+/// How often a single update that failed with ENOMEM is tried again (waiting 0.2 ms, doubling,
+/// at most 20 ms: about 0.3 s in all).
+const ENOMEM_RETRIES: u32 = 16;
+
+/// `bpf::map_update`, tried again on ENOMEM: a hash map without preallocation takes its
+/// elements (and per-CPU values) from per-CPU caches the kernel refills asynchronously
+/// (`bpf_mem_alloc`, by irq_work), so a burst of inserts from user space can find them empty
+/// for a moment although memory is plentiful (seen loading 200k backends into `lb_stats`).
+fn map_update_retrying(
+    fd: BorrowedFd<'_>,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> Result<(), bpf::BpfError> {
+    let mut delay = std::time::Duration::from_micros(200);
+    for _ in 0..ENOMEM_RETRIES {
+        match bpf::map_update(fd, key, value, flags) {
+            Err(e) if e.errno() == Some(libc::ENOMEM) => {
+                log::debug!("{e}: the map's element cache is empty; trying again in {delay:?}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    bpf::map_update(fd, key, value, flags)
+}
 
 /// True when a batch command failed because the map (or kernel) has no batch support for it.
 fn no_batch(e: &bpf::BpfError) -> bool {
@@ -292,7 +320,7 @@ pub fn put_entries(
             // harmless, and EEXIST when adding means the failed batch had already added it.
             log::debug!("map '{name}': batched update failed ({e}); writing one by one");
             for (k, v) in chunk {
-                match bpf::map_update(fd, k, v, flags) {
+                match map_update_retrying(fd, k, v, flags) {
                     Ok(()) => {}
                     Err(e) if adding && e.errno() == Some(libc::EEXIST) => {}
                     Err(e) => {
@@ -407,7 +435,7 @@ pub fn sync_array(m: &OpenMap, values: &[Vec<u8>], undo: &mut Undo) -> Result<us
             continue;
         }
         if current != *want {
-            bpf::map_update(fd, &key, want, 0)
+            map_update_retrying(fd, &key, want, 0)
                 .map_err(|e| Error::bpf(format!("map '{name}': slot {index}"), e))?;
             undo.ops.push(UndoOp {
                 map: name,
@@ -466,7 +494,7 @@ pub fn write_array(
             // Writing a slot twice is harmless, so redo the whole chunk one by one.
             log::debug!("map '{name}': batched update failed ({e}); writing one by one");
             for (index, value) in chunk {
-                bpf::map_update(fd, &index.to_ne_bytes(), value, 0)
+                map_update_retrying(fd, &index.to_ne_bytes(), value, 0)
                     .map_err(|e| Error::bpf(format!("map '{name}': slot {index}"), e))?;
                 undo.push(name, index.to_ne_bytes().to_vec(), Some(previous(*index)));
             }

@@ -559,6 +559,9 @@ struct SimState {
     delete_batch_fail: Option<(usize, i32)>,
     /// `BPF_MAP_UPDATE_ELEM` of this key fails with the errno.
     update_elem_fail: Option<(Vec<u8>, i32)>,
+    /// `BPF_MAP_UPDATE_ELEM` of this key fails with ENOMEM this many more times (an empty
+    /// element cache of a map without preallocation).
+    update_elem_enomem: Option<(Vec<u8>, std::cell::Cell<u32>)>,
     /// The token the last `BPF_MAP_LOOKUP_BATCH` handed out.
     last_token: Option<Vec<u8>>,
     /// Every effective write, in order.
@@ -660,6 +663,12 @@ impl SimState {
                 if let Some((bad, errno)) = &self.update_elem_fail {
                     if *bad == key {
                         return Err(*errno);
+                    }
+                }
+                if let Some((bad, left)) = &self.update_elem_enomem {
+                    if *bad == key && left.get() > 0 {
+                        left.set(left.get() - 1);
+                        return Err(libc::ENOMEM);
                     }
                 }
                 m.put(
@@ -1145,7 +1154,7 @@ fn a_failed_add_leaves_an_exact_undo_log() {
     // No batched update at all, and the 6th element is refused.
     sim.set(|s| {
         s.update_batch_fail = Some((0, libc::EINVAL));
-        s.update_elem_fail = Some((v4key(105), libc::ENOMEM));
+        s.update_elem_fail = Some((v4key(105), libc::E2BIG));
     });
     let def = prefilter_v4();
     let old = vec![(v4key(0), hits(11)), (v4key(1), hits(22))];
@@ -1159,13 +1168,40 @@ fn a_failed_add_leaves_an_exact_undo_log() {
         panic!("want Error::Bpf, got {e:?}");
     };
     assert_eq!(subject, "map 'test_lpm_v4': adding an entry");
-    assert_eq!(source.errno(), Some(libc::ENOMEM));
+    assert_eq!(source.errno(), Some(libc::E2BIG));
     // Two deletions and the five adds before the refused one.
     assert_eq!(undo.len(), 2 + 5);
     let partial: BTreeMap<_, _> = (100..105).map(|i| (v4key(i), hits(0))).collect();
     assert_eq!(sim.data(LPM_V4.name), partial);
     undo.rollback(&set);
     assert_eq!(sim.data(LPM_V4.name), old.into_iter().collect());
+}
+
+#[test]
+fn an_update_finding_the_element_cache_empty_is_tried_again() {
+    let sim = Sim::new();
+    // No batched update; the 3rd element meets an empty cache three times, then fits.
+    sim.set(|s| {
+        s.update_batch_fail = Some((0, libc::EINVAL));
+        s.update_elem_enomem = Some((v4key(102), std::cell::Cell::new(3)));
+    });
+    let def = prefilter_v4();
+    sim.pin(def, def.max_entries, &[]);
+    let mut set = sim.map_set();
+    let m = open(&mut set, def);
+    let desired: BTreeSet<Vec<u8>> = (100..105).map(v4key).collect();
+    let mut undo = Undo::default();
+    let from = sim.mark();
+    let change = contents::sync_set(m, &desired, &hits(0), &mut undo).unwrap();
+    assert_eq!(change.added, 5);
+    let refused = sim
+        .calls_since(from)
+        .iter()
+        .filter(|c| c.ret == Err(libc::ENOMEM))
+        .count();
+    assert_eq!(refused, 3);
+    let want: BTreeMap<_, _> = (100..105).map(|i| (v4key(i), hits(0))).collect();
+    assert_eq!(sim.data(LPM_V4.name), want);
 }
 
 #[test]
