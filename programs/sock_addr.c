@@ -194,7 +194,9 @@ static __always_inline void lb_forget(struct bpf_sock_addr *ctx, int connected)
 		return;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
-	bpf_map_delete_elem(&lb_conn, &cookie);
+	/* A lookup first: most sockets have no entry, and a lookup takes no bucket lock. */
+	if (bpf_map_lookup_elem(&lb_conn, &cookie))
+		bpf_map_delete_elem(&lb_conn, &cookie);
 	if (bpf_sk_storage_get(&lb_sock, ctx->sk, (void *)0, 0))
 		bpf_sk_storage_delete(&lb_sock, ctx->sk);
 }
@@ -366,7 +368,8 @@ int sock_release(struct bpf_sock *ctx)
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
 	weir_count_array(&sock_counters, WEIR_SOCK_HOOK_SOCK_RELEASE);
-	bpf_map_delete_elem(&lb_conn, &cookie);
+	if (bpf_map_lookup_elem(&lb_conn, &cookie))
+		bpf_map_delete_elem(&lb_conn, &cookie);
 	return 1;
 }
 
