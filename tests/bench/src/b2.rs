@@ -297,7 +297,7 @@ const PAYLOAD: &[u8] = b"weir-b2";
 const PACKET_LEN: usize = 20 + 8 + PAYLOAD.len();
 
 /// The Internet checksum of `b`.
-fn csum(b: &[u8]) -> u16 {
+pub(crate) fn csum(b: &[u8]) -> u16 {
     let mut s: u32 = b
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
@@ -311,8 +311,23 @@ fn csum(b: &[u8]) -> u16 {
 /// An IPv4/UDP datagram for a raw `IPPROTO_RAW` socket (the UDP checksum is left 0: none).
 fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> [u8; PACKET_LEN] {
     let mut p = [0u8; PACKET_LEN];
+    p.copy_from_slice(&ipv4_udp(src, sport, dst, dport, PAYLOAD));
+    p
+}
+
+/// An IPv4 (DF, TTL 64) / UDP datagram carrying `payload`, UDP checksum 0 (none). Also the
+/// packet `tc-prog` runs its programs on.
+pub(crate) fn ipv4_udp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let len = 20 + 8 + payload.len();
+    let mut p = vec![0u8; len];
     p[0] = 0x45;
-    p[2..4].copy_from_slice(&(PACKET_LEN as u16).to_be_bytes());
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     p[6] = 0x40; // DF
     p[8] = 64;
     p[9] = 17;
@@ -322,8 +337,8 @@ fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> [u8; PACK
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p[20..22].copy_from_slice(&sport.to_be_bytes());
     p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + PAYLOAD.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(PAYLOAD);
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
     p
 }
 

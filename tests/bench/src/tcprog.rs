@@ -118,39 +118,13 @@ fn config(legs: [&Leg; 3], n: usize) -> String {
     t
 }
 
-/// The Internet checksum of `b`.
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 /// An Ethernet frame with an IPv4/UDP datagram (UDP checksum 0: none).
 fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let ip_len = 20 + 8 + PAYLOAD.len();
-    let mut f = vec![0u8; 14 + ip_len];
+    let mut f = vec![0u8; 14];
     f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
     f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let p = &mut f[14..];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = csum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + PAYLOAD.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(PAYLOAD);
+    f.extend(crate::b2::ipv4_udp(src, sport, dst, dport, PAYLOAD));
     f
 }
 
@@ -409,7 +383,7 @@ mod tests {
         );
         assert_eq!(f.len(), 14 + 20 + 8 + PAYLOAD.len());
         assert_eq!(&f[12..14], &[0x08, 0x00]);
-        assert_eq!(csum(&f[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(crate::b2::csum(&f[14..34]), 0, "IPv4 header checksum");
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), PORT);
         assert_eq!(skb_ctx(7)[40..44], 7u32.to_ne_bytes());
     }
