@@ -40,6 +40,10 @@ pub struct Event {
     pub rule: Option<u32>,
     /// Config policy index.
     pub policy: Option<u32>,
+    /// The rule's name (`POLICY#N`), when the reader could resolve it.
+    pub rule_name: Option<String>,
+    /// The policy's name, when the reader could resolve it.
+    pub policy_name: Option<String>,
     /// IP protocol.
     pub proto: u8,
     /// Source address.
@@ -85,6 +89,8 @@ impl Event {
             },
             rule: id(e.rule),
             policy: id(e.policy),
+            rule_name: None,
+            policy_name: None,
             proto: e.proto,
             src: addr(e.family, e.src),
             dst: addr(e.family, e.dst),
@@ -98,21 +104,26 @@ impl Event {
     #[must_use]
     pub fn json(&self) -> String {
         let opt = |v: Option<u32>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
+        let string = |v: Option<&str>| {
+            v.map_or_else(
+                || "null".to_owned(),
+                |n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\"")),
+            )
+        };
         format!(
             "{{\"ts_ns\":{},\"ifindex\":{},\"interface\":{},\"verdict\":\"{}\",\"direction\":\"{}\",\
-             \"rule\":{},\"policy\":{},\"proto\":{},\"src\":\"{}\",\"dst\":\"{}\",\"sport\":{},\
-             \"dport\":{},\"len\":{}}}",
+             \"rule\":{},\"rule_name\":{},\"policy\":{},\"policy_name\":{},\"proto\":{},\"src\":\"{}\",\
+             \"dst\":\"{}\",\"sport\":{},\"dport\":{},\"len\":{}}}",
             self.ts_ns,
             self.ifindex,
-            // The kernel allows quotes and backslashes in interface names: escape them.
-            self.interface.as_deref().map_or_else(
-                || "null".to_owned(),
-                |n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\""))
-            ),
+            // The kernel allows quotes and backslashes in interface names: escaped.
+            string(self.interface.as_deref()),
             self.verdict,
             self.direction,
             opt(self.rule),
+            string(self.rule_name.as_deref()),
             opt(self.policy),
+            string(self.policy_name.as_deref()),
             self.proto,
             self.src,
             self.dst,
@@ -143,10 +154,16 @@ impl fmt::Display for Event {
             ep(self.src, self.sport),
             ep(self.dst, self.dport),
             self.len,
-            self.rule
-                .map_or_else(|| "default-deny".to_owned(), |r| format!("#{r}")),
-            self.policy
-                .map_or_else(|| "-".to_owned(), |p| format!("#{p}")),
+            match (&self.rule_name, self.rule) {
+                (Some(n), _) => n.clone(),
+                (None, Some(r)) => format!("#{r}"),
+                (None, None) => "default-deny".to_owned(),
+            },
+            match (&self.policy_name, self.policy) {
+                (Some(n), _) => n.clone(),
+                (None, Some(p)) => format!("#{p}"),
+                (None, None) => "-".to_owned(),
+            },
         )
     }
 }
@@ -174,6 +191,17 @@ pub fn open(pin_dir: &Path) -> Result<RingBuf, Error> {
         .map_err(|e| Error::io(format!("map '{MAP_EVENTS}': mapping the ring buffer"), e))
 }
 
+/// The name `pol_names` holds for `id`, if any.
+fn name_of(fd: std::os::fd::BorrowedFd<'_>, id: u32) -> Option<String> {
+    let mut value = vec![0u8; maps_schema::PolName::LAYOUT.size as usize];
+    match bpf::map_lookup(fd, &id.to_ne_bytes(), &mut value) {
+        Ok(true) => maps_schema::PolName::decode(&value)
+            .ok()
+            .map(|n| crate::policy::incremental::decode_name(&n.name)),
+        _ => None,
+    }
+}
+
 /// A running reader thread; dropping it stops the thread.
 #[derive(Debug)]
 pub struct Reader {
@@ -197,6 +225,9 @@ impl Drop for Reader {
 /// As [`open`].
 pub fn spawn(pin_dir: &Path) -> Result<(crossbeam_channel::Receiver<Event>, Reader), Error> {
     let mut ring = open(pin_dir)?;
+    // Rule and policy names (objects without the map show ids).
+    let names_map = maps_schema::find(crate::policy_maps::MAP_NAMES)
+        .and_then(|def| bpf::obj_get(&pin_dir.join(MAPS_DIR).join(pin_name(def))).ok());
     let (tx, rx) = crossbeam_channel::bounded(4096);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -209,6 +240,9 @@ pub fn spawn(pin_dir: &Path) -> Result<(crossbeam_channel::Receiver<Event>, Read
             let mut names: std::collections::HashMap<u32, Option<String>> =
                 std::collections::HashMap::new();
             let mut nl = crate::sys::netlink::Netlink::open().ok();
+            // Rule and policy names by `pol_names` key, asked once each.
+            let mut ids: std::collections::HashMap<u32, Option<String>> =
+                std::collections::HashMap::new();
             while open && !flag.load(Ordering::Relaxed) {
                 // A short wait, so a stop request is seen promptly.
                 let r = ring.poll(100, |bytes| {
@@ -220,6 +254,19 @@ pub fn spawn(pin_dir: &Path) -> Result<(crossbeam_channel::Receiver<Event>, Read
                                     .and_then(|nl| nl.link_name(e.ifindex).ok().flatten())
                             })
                             .clone();
+                        if let Some(m) = &names_map {
+                            let base = pol::NAME_POLICY_BASE;
+                            e.rule_name = e.rule.and_then(|r| {
+                                ids.entry(r)
+                                    .or_insert_with(|| name_of(m.as_fd(), r))
+                                    .clone()
+                            });
+                            e.policy_name = e.policy.and_then(|p| {
+                                ids.entry(base + p)
+                                    .or_insert_with(|| name_of(m.as_fd(), base + p))
+                                    .clone()
+                            });
+                        }
                         open = open && tx.send(e).is_ok();
                     }
                 });
@@ -272,8 +319,8 @@ mod tests {
         assert_eq!(
             e.json(),
             "{\"ts_ns\":5,\"ifindex\":7,\"interface\":null,\"verdict\":\"deny\",\"direction\":\"ingress\",\
-             \"rule\":null,\"policy\":null,\"proto\":6,\"src\":\"198.18.0.1\",\"dst\":\"198.19.1.2\",\"sport\":40000,\
-             \"dport\":81,\"len\":74}"
+             \"rule\":null,\"rule_name\":null,\"policy\":null,\"policy_name\":null,\"proto\":6,\
+             \"src\":\"198.18.0.1\",\"dst\":\"198.19.1.2\",\"sport\":40000,\"dport\":81,\"len\":74}"
         );
         let named = Event {
             interface: Some("veth\"1".into()),
@@ -285,6 +332,19 @@ mod tests {
         assert!(named
             .json()
             .contains("\"ifindex\":7,\"interface\":\"veth\\\"1\","));
+        let by_rule = Event {
+            rule: Some(3),
+            rule_name: Some("web#2".into()),
+            policy: Some(1),
+            policy_name: Some("web".into()),
+            ..named.clone()
+        };
+        assert!(by_rule
+            .to_string()
+            .ends_with("len 74 rule web#2 policy web"));
+        assert!(by_rule
+            .json()
+            .contains("\"rule\":3,\"rule_name\":\"web#2\",\"policy\":1,\"policy_name\":\"web\","));
         assert_eq!(Event::decode(&[0u8; 3]), None);
     }
 }

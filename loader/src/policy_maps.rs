@@ -19,7 +19,7 @@ use std::os::fd::AsFd;
 
 use maps_schema::{
     fastpath, pol, Codec, DirChunk, FpEndpoint, PolBitmap, PolEndpoint, PolEndpointKey, PolMark,
-    PolPrefixKey, PolRule, PolRuleSet, PolSet, PolSetMeta, PolSetRs,
+    PolName, PolPrefixKey, PolRule, PolRuleSet, PolSet, PolSetMeta, PolSetRs,
 };
 
 use crate::config::{Cidr, Config};
@@ -48,6 +48,8 @@ const MAP_SET_RS: &str = "pol_set_rs";
 const MAP_SET_MEMBERS: &str = "pol_set_members";
 const MAP_SET_INLINE: &str = "pol_set_inline";
 const MAP_BM_IDS: &str = "pol_bm_ids";
+/// Rule and policy names for `weir status` and `weir events`.
+pub const MAP_NAMES: &str = "pol_names";
 
 /// What applying the policy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -499,6 +501,46 @@ fn ifindices(cfg: &Config) -> Result<HashMap<String, u32>, Error> {
     Ok(out)
 }
 
+/// The names of `cfg`'s rule and policy ids, as `pol_names` holds them: a rule is `POLICY#N`,
+/// the Nth rule of its policy in file order (as a Calico user counts a policy's rules).
+#[must_use]
+pub fn names(cfg: &Config) -> contents::Bytes {
+    let entry = |id: u32, name: &str| {
+        let value = PolName {
+            name: crate::policy::incremental::encode_name(name),
+        };
+        (id.encode(), value.encode())
+    };
+    let mut nth: HashMap<&str, u32> = HashMap::new();
+    let rules = cfg.rules.iter().enumerate().map(|(id, r)| {
+        let n = nth.entry(r.policy.as_str()).or_insert(0);
+        *n += 1;
+        entry(id as u32, &format!("{}#{n}", r.policy))
+    });
+    let policies = cfg
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(id, p)| entry(pol::NAME_POLICY_BASE + id as u32, &p.name));
+    rules.chain(policies).collect()
+}
+
+/// Makes `pol_names` hold exactly the names of `cfg` (only what differs is written).
+fn write_names(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<(), Error> {
+    let Some(m) = maps.get(MAP_NAMES) else {
+        return Ok(());
+    };
+    let desired = names(cfg);
+    let current = if m.reused {
+        contents::entries(m)?
+    } else {
+        BTreeMap::new()
+    };
+    contents::delete_diff(m, &current, &desired, undo)?;
+    contents::write_diff(m, &current, &desired, undo)?;
+    Ok(())
+}
+
 /// Writes the policy of `cfg` (see the module documentation). Maps the loaded objects do not
 /// use are skipped.
 ///
@@ -524,6 +566,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
             }
         }
     }
+    write_names(maps, cfg, undo)?;
     let index = ifindices(cfg)?;
     let lookup = |name: &str| index.get(name).copied();
     let sizes = pm.sizes()?;

@@ -89,8 +89,29 @@ pub struct Status {
     pub rule_counters: Vec<(u32, Counter)>,
     /// Per-policy counts by config policy index (policies with counts only).
     pub policy_counts: Vec<(u32, maps_schema::PolCounts)>,
+    /// Names of rule ids (`POLICY#N`) and, at `pol::NAME_POLICY_BASE + id`, of policy ids.
+    pub policy_names: std::collections::BTreeMap<u32, String>,
     /// Meshed and proxy cgroups with their redirect counts, and the mesh's event counters.
     pub mesh: crate::mesh::MeshStatus,
+}
+
+impl Status {
+    /// The name of config rule id `rule` (`POLICY#N`), or `#id` when the loaded objects keep no
+    /// names.
+    pub fn rule_name(&self, rule: u32) -> String {
+        self.policy_names
+            .get(&rule)
+            .cloned()
+            .unwrap_or_else(|| format!("#{rule}"))
+    }
+
+    /// The name of config policy id `policy`, or `#id`.
+    pub fn policy_name(&self, policy: u32) -> String {
+        self.policy_names
+            .get(&(maps_schema::pol::NAME_POLICY_BASE + policy))
+            .cloned()
+            .unwrap_or_else(|| format!("#{policy}"))
+    }
 }
 
 fn hook_name(hook: u32) -> String {
@@ -349,6 +370,18 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
                     }
                 }
             }
+            "pol_names" => {
+                let def = maps_schema::find(name)
+                    .ok_or_else(|| Error::map(name, "not in maps-schema"))?;
+                for (key, value) in crate::contents::entries_of(fd.as_fd(), def)? {
+                    if let (Ok(id), Ok(n)) =
+                        (u32::decode(&key), maps_schema::PolName::decode(&value))
+                    {
+                        let name = crate::policy::incremental::decode_name(&n.name);
+                        st.policy_names.insert(id, name);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -465,16 +498,18 @@ impl fmt::Display for Status {
                 writeln!(f, "  {name:<18} {} packets, {} bytes", c.packets, c.bytes)?;
             }
             for (rule, c) in &self.rule_counters {
+                let name = self.rule_name(*rule);
                 writeln!(
                     f,
-                    "  rule #{rule:<11} {} packets, {} bytes",
+                    "  rule {name:<18} {} packets, {} bytes",
                     c.packets, c.bytes
                 )?;
             }
             for (policy, c) in &self.policy_counts {
+                let name = self.policy_name(*policy);
                 writeln!(
                     f,
-                    "  policy #{policy:<9} {} denied, {} would deny (audit)",
+                    "  policy {name:<16} {} denied, {} would deny (audit)",
                     c.denied, c.audited
                 )?;
             }

@@ -536,6 +536,8 @@ pub mod pol {
     pub const MAX_RULE_IDS: u32 = 16_384;
     /// Policies counted in `pol_pol_ctrs` (by config policy index).
     pub const MAX_POLICY_IDS: u32 = 4096;
+    /// `pol_names` key of policy id 0 (rule ids come first, from 0).
+    pub const NAME_POLICY_BASE: u32 = MAX_RULE_IDS;
 
     /// `pol_stats` index: new flows allowed.
     pub const STAT_NEW: u32 = 0;
@@ -1575,6 +1577,16 @@ pub const MAPS: &[MapDef] = &[
         layout_version: 1,
         doc: "Policy set index (loader only): bitmap -> its id in the bank in force (interning for `weir set`).",
     },
+    MapDef {
+        name: "pol_names",
+        map_type: MapType::Hash,
+        key: <u32 as Codec>::LAYOUT,
+        value: PolName::LAYOUT,
+        max_entries: pol::MAX_RULE_IDS + pol::MAX_POLICY_IDS,
+        flags: map_flags::NO_PREALLOC,
+        layout_version: 1,
+        doc: "Names for `weir status` and `weir events` (loader only): config rule id -> `POLICY#N` (its policy's Nth rule), NAME_POLICY_BASE + policy id -> the policy's name.",
+    },
 ];
 
 /// The map named `name`, if the schema has one.
@@ -2245,6 +2257,14 @@ schema_struct! {
         pub flags: u8,
         /// Zero.
         pub pad: u16,
+    }
+}
+
+schema_struct! {
+    /// Value of `pol_names`: C `struct weir_pol_name`.
+    pub struct PolName as "weir_pol_name" {
+        /// The name, NUL-padded bytes (4 per word, in memory order), at most 63 of them.
+        pub name: [u32; 16],
     }
 }
 

@@ -579,6 +579,12 @@ _Static_assert(sizeof(struct weir_pol_mark) == 64, "struct weir_pol_mark: size d
 _Static_assert(__builtin_offsetof(struct weir_pol_mark, pos) == 0, "struct weir_pol_mark.pos: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_mark, neg) == 32, "struct weir_pol_mark.neg: offset differs from maps-schema");
 
+struct weir_pol_name {
+	__u32 name[16];
+};
+_Static_assert(sizeof(struct weir_pol_name) == 64, "struct weir_pol_name: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_name, name) == 0, "struct weir_pol_name.name: offset differs from maps-schema");
+
 struct weir_pol_event {
 	__u64 ts_ns;
 	__u32 ifindex;
@@ -1117,5 +1123,16 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct
 		__uint(max_entries, 16384); \
 		__uint(map_flags, 0x1); \
 	} pol_bm_ids SEC(".maps")
+
+/* pol_names (hash, 20480 entries): Names for `weir status` and `weir events` (loader only): config rule id -> `POLICY#N` (its policy's Nth rule), NAME_POLICY_BASE + policy id -> the policy's name. */
+#define WEIR_LAYOUT_VERSION_POL_NAMES 1
+#define WEIR_DEFINE_MAP_POL_NAMES \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_HASH); \
+		__type(key, __u32); \
+		__type(value, struct weir_pol_name); \
+		__uint(max_entries, 20480); \
+		__uint(map_flags, 0x1); \
+	} pol_names SEC(".maps")
 
 #endif /* WEIR_MAPS_H */

@@ -549,7 +549,9 @@ fn weir_events_streams_log_and_deny_events_with_their_fields() {
     assert!(
         lines[0].contains("\"verdict\":\"log\"")
             && lines[0].contains("\"direction\":\"ingress\"")
-            && lines[0].contains("\"rule\":0,\"policy\":0,\"proto\":6")
+            && lines[0].contains(
+                "\"rule\":0,\"rule_name\":\"web#1\",\"policy\":0,\"policy_name\":\"web\",\"proto\":6"
+            )
             && lines[0].contains(&format!("\"ifindex\":{index},"))
             && lines[0].contains("\"src\":\"198.18.0.1\",\"dst\":\"198.19.1.2\"")
             && lines[0].contains("\"dport\":80"),
@@ -558,7 +560,7 @@ fn weir_events_streams_log_and_deny_events_with_their_fields() {
     );
     assert!(
         lines[1].contains("\"verdict\":\"deny\"")
-            && lines[1].contains("\"rule\":null,\"policy\":null")
+            && lines[1].contains("\"rule\":null,\"rule_name\":null,\"policy\":null")
             && lines[1].contains("\"src\":\"2001:db8::1\",\"dst\":\"2001:db8:101::2\"")
             && lines[1].contains("\"dport\":81"),
         "{}",
@@ -566,6 +568,10 @@ fn weir_events_streams_log_and_deny_events_with_their_fields() {
     );
     let st = status(&t.sb);
     assert!(stat(&st, "events") >= 2, "{st}");
+    // Status names the rules and policies it counts: web's second rule allowed the flow.
+    assert_eq!(st.rule_name(1), "web#2");
+    assert_eq!(st.policy_name(0), "web");
+    assert!(st.to_string().contains("rule web#2"), "{st}");
 }
 
 fn with_nl_ifindex(t: &Topo, name: &str) -> u32 {
