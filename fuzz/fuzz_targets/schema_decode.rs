@@ -5,11 +5,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use maps_schema::{
-    Codec, Counter, Ct, CtKey, DenyEntry, DenyV4, DirChunk, FpEndpoint, FpRoute, IfKey,
-    LbAffinity, LbAffinityKey, LbBackend, LbRevNat, LbRevNatKey, LbService, LbServiceKey,
-    LbSlotKey, LbSock, LpmV4Key, LpmV6Key, MacAddr, MeshCgroup, MeshOrigDst, MeshPortKey,
-    MeshTuple, PolBitmap, PolCounts, PolEndpoint, PolEndpointKey, PolEvent, PolRate, PolRule,
-    PolRuleSet,
+    Codec, Counter, Ct, CtKey, DenyEntry, DenyV4, DirChunk, FpEndpoint, FpRoute, IfKey, LbAffinity,
+    LbAffinityKey, LbBackend, LbRevNat, LbRevNatKey, LbService, LbServiceKey, LbSlotKey, LbSock,
+    LpmV4Key, LpmV6Key, MacAddr, MeshCgroup, MeshInbound, MeshInboundPortKey, MeshListenerKey,
+    MeshOrigDst, MeshPortKey, MeshTuple, PolBitmap, PolCounts, PolEndpoint, PolEndpointKey,
+    PolEvent, PolMark, PolName, PolPrefixKey, PolRate, PolRule, PolRuleSet, PolSet, PolSetMeta,
+    PolSetRs,
 };
 
 fn check<T: Codec>(data: &[u8]) {
@@ -54,6 +55,15 @@ fuzz_target!(|data: &[u8]| {
     check::<MeshPortKey>(data);
     check::<MeshOrigDst>(data);
     check::<MeshTuple>(data);
+    check::<MeshInbound>(data);
+    check::<MeshInboundPortKey>(data);
+    check::<MeshListenerKey>(data);
+    check::<PolMark>(data);
+    check::<PolName>(data);
+    check::<PolPrefixKey>(data);
+    check::<PolSet>(data);
+    check::<PolSetMeta>(data);
+    check::<PolSetRs>(data);
     let cpus = usize::from(data.first().copied().unwrap_or(1) % 8) + 1;
     let _ = maps_schema::decode_per_cpu::<Counter>(data, cpus);
     if let Some(e) = weir::events::Event::decode(data) {
