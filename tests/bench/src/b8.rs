@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use weir::sandbox::{Sandbox, ADDR_B4};
 use weir::sys::{cgroup, netns};
@@ -155,6 +156,41 @@ fn transaction(to: &SockaddrIn) -> Result<(Duration, String), String> {
     Ok((d, answer))
 }
 
+/// User and system CPU time of `who`, in ns. This kernel has no IRQ time accounting, so the
+/// softirq work a task runs (loopback and veth deliver inline, when bottom halves are
+/// re-enabled) is in its system time.
+fn rusage_ns(who: UsageWho) -> Result<u64, String> {
+    let u = getrusage(who).map_err(|e| format!("getrusage: {e}"))?;
+    let ns =
+        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000;
+    Ok(ns(u.user_time()) + ns(u.system_time()))
+}
+
+/// CPU time in ns of every thread of process `pid` (the first field of each thread's
+/// `/proc/PID/task/TID/schedstat`: time spent running, in ns).
+fn process_cpu_ns(pid: u32) -> Result<u64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("reading {dir}: {e}"))? {
+        let path = e
+            .map_err(|e| format!("reading {dir}: {e}"))?
+            .path()
+            .join("schedstat");
+        // A thread that ends between the listing and the read has nothing left to count.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += parse_schedstat(&text)
+            .ok_or_else(|| format!("{}: unexpected contents {text:?}", path.display()))?;
+    }
+    Ok(total)
+}
+
+/// The run time (ns) from the text of a `schedstat` file: `RUN_NS WAIT_NS TIMESLICES`.
+fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -189,13 +225,15 @@ fn client(args: &[String]) -> Result<(), String> {
                 println!("answer {answer}");
             }
         }
-        // `result CONNECTIONS ELAPSED_NS P50_NS P99_NS`.
+        // `result CONNECTIONS ELAPSED_NS P50_NS P99_NS CPU_NS` (this process's CPU time over
+        // the timed connections).
         "run" => {
             let (min_ms, min_conns) = (num(rest.first())?, num(rest.get(1))? as usize);
             for _ in 0..WARM_CONNS {
                 transaction(&to)?;
             }
             let mut lat = Vec::with_capacity(min_conns * 4);
+            let cpu0 = rusage_ns(UsageWho::RUSAGE_SELF)?;
             let t0 = Instant::now();
             let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(MAX_MS));
             loop {
@@ -206,9 +244,10 @@ fn client(args: &[String]) -> Result<(), String> {
                 }
             }
             let elapsed = t0.elapsed().as_nanos();
+            let cpu = rusage_ns(UsageWho::RUSAGE_SELF)? - cpu0;
             lat.sort_unstable();
             println!(
-                "result {} {elapsed} {} {}",
+                "result {} {elapsed} {} {} {cpu}",
                 lat.len(),
                 percentile(&lat, 0.50),
                 percentile(&lat, 0.99)
@@ -337,29 +376,34 @@ pub fn proxy_main(args: &[String]) -> ExitCode {
 
 /// TCP servers on the backend ports in namespace `b` that accept and drop (fresh upstreams), or
 /// (`echo`) answer every byte of the connections they accept (pooled upstreams).
+///
+/// Each listener blocks in `accept()`: a polling loop (non-blocking accept and a sleep) would
+/// wake thousands of times a second in every variant's sandbox for the whole run and take CPU
+/// from the variant being measured. `Drop` wakes them with `shutdown()` on the listener, which
+/// makes a blocked `accept()` fail.
 struct Backends {
     stop: Arc<AtomicBool>,
+    listeners: Vec<Arc<TcpListener>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Backends {
     fn start(sb: &Sandbox, echo: bool) -> Result<Self, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let (mut listeners, mut threads) = (Vec::new(), Vec::new());
         for port in BACKEND_PORTS {
             let l = sb
                 .in_b(|| TcpListener::bind((ADDR_B4, port)))
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("backend bind {ADDR_B4}:{port}: {e}"))?;
-            l.set_nonblocking(true)
-                .map_err(|e| format!("backend nonblocking: {e}"))?;
+            let l = Arc::new(l);
+            listeners.push(l.clone());
             let s = stop.clone();
             threads.push(std::thread::spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     match l.accept() {
                         Ok((mut c, _)) if echo => {
                             // Lives as long as the proxy keeps the connection.
-                            let _ = c.set_nonblocking(false);
                             let _ = c.set_nodelay(true);
                             std::thread::spawn(move || {
                                 let mut b = [0u8; 64];
@@ -371,18 +415,26 @@ impl Backends {
                             });
                         }
                         Ok(_) => {}
-                        Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                        // Shut down by Drop (EINVAL), or a transient error: check `stop`.
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
             }));
         }
-        Ok(Self { stop, threads })
+        Ok(Self {
+            stop,
+            listeners,
+            threads,
+        })
     }
 }
 
 impl Drop for Backends {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for l in &self.listeners {
+            let _ = sock::shutdown(l.as_raw_fd(), sock::Shutdown::Both);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -611,9 +663,18 @@ impl Env {
         Ok(())
     }
 
-    /// One measurement: (connections per second, p50 µs, p99 µs).
-    fn measure(&self, opts: &Options) -> Result<(f64, f64, f64), String> {
+    /// One measurement: (connections per second, p50 µs, p99 µs, CPU µs per connection).
+    ///
+    /// CPU per connection is the workload's own over its timed connections plus, over the
+    /// whole client run (its warm-up connections included, so divided by all of them), the
+    /// proxy's threads and this process, which runs the backends.
+    fn measure(&self, opts: &Options) -> Result<(f64, f64, f64, f64), String> {
+        let side = || -> Result<u64, String> {
+            Ok(process_cpu_ns(self.proxy.id())? + rusage_ns(UsageWho::RUSAGE_SELF)?)
+        };
+        let side0 = side()?;
         let out = self.client(&["run", &opts.min_ms.to_string(), &opts.min_conns.to_string()])?;
+        let side_ns = (side()? - side0) as f64;
         let line = out
             .lines()
             .find_map(|l| l.strip_prefix("result "))
@@ -622,10 +683,11 @@ impl Env {
             .split(' ')
             .map(|x| x.parse::<f64>().unwrap_or(f64::NAN))
             .collect();
-        let [n, ns, p50, p99] = f[..] else {
+        let [n, ns, p50, p99, client_ns] = f[..] else {
             return Err(format!("{}: bad result {line:?}", self.what()));
         };
-        Ok((n / (ns / 1e9), p50 / 1e3, p99 / 1e3))
+        let cpu = client_ns / n + side_ns / (n + WARM_CONNS as f64);
+        Ok((n / (ns / 1e9), p50 / 1e3, p99 / 1e3, cpu / 1e3))
     }
 }
 
@@ -637,6 +699,7 @@ struct Series {
     rate: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    cpu: Vec<f64>,
 }
 
 /// Runs B8 and writes its section into BENCHMARKS.md (unless `--no-write`).
@@ -672,11 +735,12 @@ pub fn run(opts: &Options) -> Result<(), String> {
         let n = envs.len();
         let mut rates = vec![0.0; n];
         for i in (0..n).map(|k| (k + round) % n) {
-            let (rate, p50, p99) = envs[i].measure(opts)?;
+            let (rate, p50, p99, cpu) = envs[i].measure(opts)?;
             rates[i] = rate;
             series[i].rate.push(rate);
             series[i].p50.push(p50);
             series[i].p99.push(p99);
+            series[i].cpu.push(cpu);
         }
         for m in 0..2 {
             let r = &rates[m * VARIANTS.len()..];
@@ -727,8 +791,12 @@ fn section(
          in all. The proxy reaches the backend with a fresh upstream connection per connection \
          (an L4 proxy) or with one request/response on an upstream connection each worker keeps \
          (as an HTTP proxy's pool does). One connection is a full round trip through the proxy; \
-         `connect()` latency is the workload's. {} interleaved rounds of at least {} ms and {} \
-         connections each.\n",
+         `connect()` latency is the workload's. The workload makes one connection at a time, so \
+         the rate is bound by latency and the machine is not saturated; **CPU per connection** \
+         is what the path costs whatever the load: the workload's CPU time over its timed \
+         connections plus the proxy's and the backends' over the whole run (softirq work runs \
+         inline in these tasks and is in their system time; this kernel has no IRQ time \
+         accounting). {} interleaved rounds of at least {} ms and {} connections each.\n",
         opts.rounds, opts.min_ms, opts.min_conns
     );
     let _ = writeln!(
@@ -745,27 +813,39 @@ fn section(
         let _ = writeln!(s, "### {}\n", capitalize(mode));
         let _ = writeln!(
             s,
-            "| capture | connections/s | connect() p50 (µs) | connect() p99 (µs) |"
+            "| capture | connections/s | connect() p50 (µs) | connect() p99 (µs) | CPU per \
+             connection (µs) |"
         );
-        let _ = writeln!(s, "|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|");
         let block = &series[m * VARIANTS.len()..(m + 1) * VARIANTS.len()];
         for (v, d) in VARIANTS.iter().zip(block) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 v.name(),
                 show(&d.rate, 0),
                 show(&d.p50, 1),
-                show(&d.p99, 1)
+                show(&d.p99, 1),
+                show(&d.cpu, 1)
             );
         }
         let p50 = med(&block[1].p50) / med(&block[0].p50);
+        let per_round = |f: fn(f64, f64) -> f64, a: &[f64], b: &[f64]| -> Vec<f64> {
+            a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect()
+        };
+        let cpu_x = per_round(|i, w| i / w, &block[1].cpu, &block[0].cpu);
+        let over_floor = per_round(|w, d| w - d, &block[0].cpu, &block[2].cpu);
+        let ipt_over_floor = per_round(|i, d| i - d, &block[1].cpu, &block[2].cpu);
         let _ = writeln!(
             s,
             "\nweir / iptables connection rate, per round: {}; weir / the floor: {}; iptables / \
-             weir connect() p50: {p50:.2}×.\n",
+             weir connect() p50: {p50:.2}×. CPU per connection, per round: iptables / weir {}; \
+             over the floor: weir {} µs, iptables {} µs.\n",
             show_x(&ratios[m]),
-            show_x(&floor[m])
+            show_x(&floor[m]),
+            show_x(&cpu_x),
+            show(&over_floor, 1),
+            show(&ipt_over_floor, 1)
         );
     }
     let _ = writeln!(s, "### Issue goals\n");
@@ -787,4 +867,31 @@ fn capitalize(text: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_run_time() {
+        assert_eq!(
+            parse_schedstat("176622599015 113355653531 113913\n"),
+            Some(176622599015)
+        );
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_has_cpu_time() {
+        let a = process_cpu_ns(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_ns(std::process::id()).unwrap() > a);
+        assert!(rusage_ns(UsageWho::RUSAGE_SELF).unwrap() > 0);
+    }
 }
