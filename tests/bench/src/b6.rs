@@ -1,7 +1,7 @@
 //! B6: throughput and CPU per Gbit over veth with the full dataplane; the fast path against the
 //! routed path. iperf3 over the routed node of `weir::topology::Routed` (a host namespace that
 //! forwards between two workloads, w1 and w2, and an outside network, each behind a veth), for
-//! four variants, each in its own node, built once:
+//! four variants, each in its own node, built once, and a fifth without a node:
 //!
 //! - **none**: no programs, no rules: the kernel's plain forwarding (the baseline);
 //! - **routed**: no programs, and a Calico/kube-like iptables FORWARD chain in the host
@@ -9,11 +9,15 @@
 //!   dispatch rules that do not match, then accepts for the workloads' subnets);
 //! - **weir fastpath=off**: weir's TC programs on the three host-side interfaces, fast path off;
 //! - **weir fastpath=on**: the same with the fast path on (`bpf_redirect_peer` into a local
-//!   workload, `bpf_fib_lookup` + `bpf_redirect(_neigh)` out of one).
+//!   workload, `bpf_fib_lookup` + `bpf_redirect(_neigh)` out of one);
+//! - **floor**: no node at all: the two endpoints of each path joined by one veth pair directly
+//!   (two `weir::sandbox::Sandbox`es: w1 → w2 and out → w1), no host namespace, no programs, no
+//!   rules. Any redirect-based fast path still crosses a host-side veth and runs a program there,
+//!   so this is the best one could do: floor ÷ routed says whether the goal is reachable at all.
 //!
 //! Tests: workload → workload (w1 → w2) and outside → workload (out → w1), each as TCP with one
 //! stream, TCP with four, and UDP at an unlimited send rate (`-b 0`) with fixed datagrams. Within
-//! a round every test runs the four variants back to back, the first one rotating every round.
+//! a round every test runs the five variants back to back, the first one rotating every round.
 //! CPU per Gbit is the whole machine's non-idle CPU time (/proc/stat) over the client's run,
 //! divided by the Gbit the receiver got: the forwarding happens in softirq, which iperf3's own
 //! CPU figures leave out.
@@ -25,6 +29,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weir::sandbox::{self, Sandbox};
 use weir::topology::Routed;
 
 use crate::env::{self, Facts};
@@ -500,9 +505,11 @@ enum V {
     Routed,
     WeirOff,
     WeirOn,
+    /// One veth pair straight between the two endpoints: no host, no programs, no rules.
+    Floor,
 }
 
-const VARIANTS: [V; 4] = [V::None, V::Routed, V::WeirOff, V::WeirOn];
+const VARIANTS: [V; 5] = [V::None, V::Routed, V::WeirOff, V::WeirOn, V::Floor];
 
 impl V {
     fn name(self) -> &'static str {
@@ -511,16 +518,29 @@ impl V {
             V::Routed => "routed (iptables)",
             V::WeirOff => "weir fastpath=off",
             V::WeirOn => "weir fastpath=on",
+            V::Floor => "direct veth, no host (the floor)",
         }
     }
 
-    /// The node's name tag (≤ 3 characters).
+    /// The short name in the progress lines.
+    fn short(self) -> &'static str {
+        match self {
+            V::None => "none",
+            V::Routed => "routed",
+            V::WeirOff => "off",
+            V::WeirOn => "on",
+            V::Floor => "floor",
+        }
+    }
+
+    /// The node's (or the floor's sandboxes') name tag (≤ 3 characters).
     fn tag(self) -> &'static str {
         match self {
             V::None => "b6n",
             V::Routed => "b6r",
             V::WeirOff => "b6f",
             V::WeirOn => "b6p",
+            V::Floor => "b6d",
         }
     }
 
@@ -657,12 +677,82 @@ fn run_ok(argv: &[&str]) -> Result<String, String> {
     output_of(argv)
 }
 
-/// One variant's routed node with its iperf3 servers (in w1 and w2).
+/// The floor: for each path, its two endpoints joined by one veth pair (a sandbox's `a` is the
+/// client, `b` the server), with nothing between them.
+struct Floor {
+    /// w1 (a) → w2 (b).
+    w1w2: Sandbox,
+    /// out (a) → w1 (b).
+    out_w1: Sandbox,
+}
+
+impl Floor {
+    fn new(v: V) -> Result<Self, String> {
+        let sb = |what: &str| {
+            Sandbox::new(v.tag()).map_err(|e| format!("building the floor's {what} veth: {e}"))
+        };
+        Ok(Floor {
+            w1w2: sb("w1 → w2")?,
+            out_w1: sb("out → w1")?,
+        })
+    }
+
+    fn both(&self) -> [&Sandbox; 2] {
+        [&self.w1w2, &self.out_w1]
+    }
+}
+
+/// Where a variant's endpoints live.
+enum Net {
+    Routed(Routed),
+    Floor(Floor),
+}
+
+impl Net {
+    /// A name unique to this variant (the scratch files').
+    fn name(&self) -> &str {
+        match self {
+            Net::Routed(r) => &r.host,
+            Net::Floor(f) => &f.w1w2.ns_a,
+        }
+    }
+
+    /// The namespaces the iperf3 servers run in.
+    fn server_netns(&self) -> [String; 2] {
+        match self {
+            Net::Routed(r) => [r.w1.netns.clone(), r.w2.netns.clone()],
+            Net::Floor(f) => [f.w1w2.ns_b.clone(), f.out_w1.ns_b.clone()],
+        }
+    }
+
+    /// The client's namespace and the server's address for `way`.
+    fn client(&self, way: Way) -> (&str, Ipv4Addr) {
+        match (self, way) {
+            (Net::Routed(r), Way::W1W2) => (&r.w1.netns, r.w2.v4),
+            (Net::Routed(r), Way::OutW1) => (&r.out.netns, r.w1.v4),
+            (Net::Floor(f), Way::W1W2) => (&f.w1w2.ns_a, sandbox::ADDR_B4),
+            (Net::Floor(f), Way::OutW1) => (&f.out_w1.ns_a, sandbox::ADDR_B4),
+        }
+    }
+}
+
+/// Sends one datagram to each of `targets` (port 9, nobody listens) from the calling thread's
+/// namespace.
+fn send_warm_up(targets: &[Ipv4Addr]) -> Result<(), String> {
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    for t in targets {
+        s.send_to(b"b6 warm-up", SocketAddrV4::new(*t, 9))
+            .map_err(|e| format!("send_to {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One variant's network with its iperf3 servers (in the two server namespaces).
 struct Node {
     v: V,
     /// Declared first: the servers are killed (Drop) before the namespaces go.
     servers: Vec<Child>,
-    node: Routed,
+    net: Net,
 }
 
 impl Drop for Node {
@@ -674,62 +764,73 @@ impl Drop for Node {
     }
 }
 
+/// Sets up variant `v` in the routed node `node`: its rules or its programs.
+fn set_up(v: V, node: &Routed, scratch: &Path) -> Result<(), String> {
+    match v {
+        V::None | V::Floor => {}
+        V::Routed => {
+            let f = scratch.join(format!("{}.rules", node.host));
+            let rules = iptables_rules();
+            std::fs::write(&f, &rules).map_err(|e| format!("writing {}: {e}", f.display()))?;
+            // On stdin: iptables-nft-restore 1.8.9 with `-w FILE` reads nothing from FILE
+            // and still exits 0.
+            let input = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let out = Command::new("ip")
+                .args(["netns", "exec", &node.host, "iptables-restore", "-w"])
+                .stdin(input)
+                .output()
+                .map_err(|e| format!("running iptables-restore: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "iptables-restore in {} failed ({}): {}",
+                    node.host,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let listed = run_ok(&["ip", "netns", "exec", &node.host, "iptables", "-w", "-S"])?;
+            let (want, got) = (
+                rules.lines().filter(|l| l.starts_with("-A")).count(),
+                listed.lines().filter(|l| l.starts_with("-A")).count(),
+            );
+            if want != got {
+                return Err(format!(
+                    "iptables-restore in {} loaded {got} rules of {want}",
+                    node.host
+                ));
+            }
+        }
+        V::WeirOff | V::WeirOn => {
+            let fp = if v == V::WeirOn { "on" } else { "off" };
+            let text = node.config(&format!("fastpath={fp}"));
+            let cfg = weir::config::parse("b6.conf", &text).map_err(|e| e.to_string())?;
+            let dp = weir::Dataplane::new(node.pin_dir.clone());
+            node.run_in(&node.host, || dp.load(&cfg))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("weir load ({}): {e}", v.name()))?;
+        }
+    }
+    Ok(())
+}
+
 impl Node {
     fn build(v: V, scratch: &Path) -> Result<Self, String> {
-        let node =
-            Routed::new(v.tag()).map_err(|e| format!("building the {} node: {e}", v.name()))?;
+        let net = if v == V::Floor {
+            Net::Floor(Floor::new(v)?)
+        } else {
+            let node =
+                Routed::new(v.tag()).map_err(|e| format!("building the {} node: {e}", v.name()))?;
+            Net::Routed(node)
+        };
         let mut n = Node {
             v,
             servers: Vec::new(),
-            node,
+            net,
         };
-        match v {
-            V::None => {}
-            V::Routed => {
-                let f = scratch.join(format!("{}.rules", n.node.host));
-                let rules = iptables_rules();
-                std::fs::write(&f, &rules).map_err(|e| format!("writing {}: {e}", f.display()))?;
-                // On stdin: iptables-nft-restore 1.8.9 with `-w FILE` reads nothing from FILE
-                // and still exits 0.
-                let input = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-                let out = Command::new("ip")
-                    .args(["netns", "exec", &n.node.host, "iptables-restore", "-w"])
-                    .stdin(input)
-                    .output()
-                    .map_err(|e| format!("running iptables-restore: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "iptables-restore in {} failed ({}): {}",
-                        n.node.host,
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    ));
-                }
-                let listed =
-                    run_ok(&["ip", "netns", "exec", &n.node.host, "iptables", "-w", "-S"])?;
-                let (want, got) = (
-                    rules.lines().filter(|l| l.starts_with("-A")).count(),
-                    listed.lines().filter(|l| l.starts_with("-A")).count(),
-                );
-                if want != got {
-                    return Err(format!(
-                        "iptables-restore in {} loaded {got} rules of {want}",
-                        n.node.host
-                    ));
-                }
-            }
-            V::WeirOff | V::WeirOn => {
-                let fp = if v == V::WeirOn { "on" } else { "off" };
-                let text = n.node.config(&format!("fastpath={fp}"));
-                let cfg = weir::config::parse("b6.conf", &text).map_err(|e| e.to_string())?;
-                let dp = weir::Dataplane::new(n.node.pin_dir.clone());
-                n.node
-                    .run_in(&n.node.host, || dp.load(&cfg))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("weir load ({}): {e}", v.name()))?;
-            }
+        if let Net::Routed(node) = &n.net {
+            set_up(v, node, scratch)?;
         }
-        for ns in [n.node.w1.netns.clone(), n.node.w2.netns.clone()] {
+        for ns in n.net.server_netns() {
             let c = Command::new("ip")
                 .args([
                     "netns",
@@ -747,7 +848,7 @@ impl Node {
                 .map_err(|e| format!("starting iperf3 -s in {ns}: {e}"))?;
             n.servers.push(c);
         }
-        for ns in [n.node.w1.netns.clone(), n.node.w2.netns.clone()] {
+        for ns in n.net.server_netns() {
             n.wait_listening(&ns)?;
         }
         n.warm_up()?;
@@ -775,23 +876,28 @@ impl Node {
     }
 
     /// Every leg sends a datagram to its gateway and to the other legs, so that weir learns
-    /// the workloads' MACs and the host its neighbours (the same for every variant).
+    /// the workloads' MACs and the host its neighbours (the same for every variant); in the
+    /// floor, each end to the other.
     fn warm_up(&self) -> Result<(), String> {
-        let legs = self.node.legs();
-        for l in legs {
-            let targets: Vec<Ipv4Addr> = std::iter::once(l.gw4)
-                .chain(legs.iter().filter(|o| o.v4 != l.v4).map(|o| o.v4))
-                .collect();
-            self.node
-                .run_in(&l.netns, || -> Result<(), String> {
-                    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
-                    for t in &targets {
-                        s.send_to(b"b6 warm-up", SocketAddrV4::new(*t, 9))
-                            .map_err(|e| format!("send_to {t}: {e}"))?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e| e.to_string())??;
+        match &self.net {
+            Net::Routed(node) => {
+                let legs = node.legs();
+                for l in legs {
+                    let targets: Vec<Ipv4Addr> = std::iter::once(l.gw4)
+                        .chain(legs.iter().filter(|o| o.v4 != l.v4).map(|o| o.v4))
+                        .collect();
+                    node.run_in(&l.netns, || send_warm_up(&targets))
+                        .map_err(|e| e.to_string())??;
+                }
+            }
+            Net::Floor(f) => {
+                for sb in f.both() {
+                    sb.in_a(|| send_warm_up(&[sandbox::ADDR_B4]))
+                        .map_err(|e| e.to_string())??;
+                    sb.in_b(|| send_warm_up(&[sandbox::ADDR_A4]))
+                        .map_err(|e| e.to_string())??;
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
         Ok(())
@@ -799,14 +905,11 @@ impl Node {
 
     /// One iperf3 client run of `t`, with the machine's CPU time around it.
     fn measure(&self, t: Test, seconds: u64, scratch: &Path) -> Result<Meas, String> {
-        let (from, to) = match t.way {
-            Way::W1W2 => (&self.node.w1.netns, self.node.w2.v4),
-            Way::OutW1 => (&self.node.out.netns, self.node.w1.v4),
-        };
-        let out_path = scratch.join(format!("{}.json", self.node.host));
+        let (from, to) = self.net.client(t.way);
+        let out_path = scratch.join(format!("{}.json", self.net.name()));
         let out = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
         let to_s = to.to_string();
-        let mut argv: Vec<String> = ["ip", "netns", "exec", from.as_str(), "iperf3", "-c", &to_s]
+        let mut argv: Vec<String> = ["ip", "netns", "exec", from, "iperf3", "-c", &to_s]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -861,30 +964,24 @@ impl Node {
 
     fn counters(&self) -> Result<PathCounters, String> {
         let mut c = PathCounters::default();
+        // The floor has no host, so nothing to count.
+        let Net::Routed(node) = &self.net else {
+            return Ok(c);
+        };
         match self.v {
-            V::None => {}
+            V::None | V::Floor => {}
             V::Routed => {
                 let l = run_ok(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.node.host,
-                    "iptables",
-                    "-w",
-                    "-L",
-                    "FORWARD",
-                    "-v",
-                    "-x",
-                    "-n",
+                    "ip", "netns", "exec", &node.host, "iptables", "-w", "-L", "FORWARD", "-v",
+                    "-x", "-n",
                 ])?;
                 c.established = rule_packets(&l, "b6-established");
                 c.subnet = rule_packets(&l, "b6-subnet");
             }
             V::WeirOff | V::WeirOn => {
-                let dp = weir::Dataplane::new(self.node.pin_dir.clone());
-                let st = self
-                    .node
-                    .run_in(&self.node.host, || dp.status())
+                let dp = weir::Dataplane::new(node.pin_dir.clone());
+                let st = node
+                    .run_in(&node.host, || dp.status())
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("weir status ({}): {e}", self.v.name()))?;
                 let sum = |hook: &str| -> u64 {
@@ -996,13 +1093,14 @@ pub fn run(opts: &Options) -> Result<(), String> {
             ));
         }
         eprintln!(
-            "{} ({:.0} s), Gbit/s none/routed/off/on: {}",
+            "{} ({:.0} s), Gbit/s {}: {}",
             if round == 0 {
                 "warm-up round".to_owned()
             } else {
                 format!("round {round}/{}", opts.rounds)
             },
             tr.elapsed().as_secs_f64(),
+            VARIANTS.map(V::short).join("/"),
             line.join("; ")
         );
     }
@@ -1075,6 +1173,29 @@ fn ratio(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x / y).collect()
 }
 
+/// The fast path's goal, on per-round ratios to the routed path: a median of at least 1.2× its
+/// throughput, or of at most 0.8× its CPU per Gbit. False without samples.
+fn goal_met(thr: &[f64], cpu: &[f64]) -> bool {
+    med(thr) >= 1.2 || med(cpu) <= 0.8
+}
+
+/// The floor's line for one test: whether the goal is reachable at all, with the floor's
+/// ratios to the routed path (median and range).
+fn reachable_line(test: &str, thr: &[f64], cpu: &[f64]) -> String {
+    format!(
+        "  - {test}: reachable: {} (floor {:.2}× / {:.2}×: throughput {}, CPU per Gbit {})",
+        if goal_met(thr, cpu) {
+            "**yes**"
+        } else {
+            "**no**"
+        },
+        med(thr),
+        med(cpu),
+        show_x(thr),
+        show_x(cpu)
+    )
+}
+
 impl Report<'_> {
     fn get(&self, ti: usize, v: V, f: impl Fn(&Meas) -> f64) -> Vec<f64> {
         self.samples[ti][v.idx()].iter().map(f).collect()
@@ -1096,8 +1217,9 @@ impl Report<'_> {
             s,
             "iperf3 between network namespaces of a routed node (`weir::topology::Routed`): a \
              host namespace forwarding between two workloads (w1, w2) and an outside network, \
-             each behind a veth pair (MTU 1500). Four variants, each in its own node, built \
-             once: **none** (plain forwarding, no programs, no rules); **routed** (no programs; \
+             each behind a veth pair (MTU 1500). Five variants, built once, the first four each \
+             in its own node: **none** (plain forwarding, no programs, no rules); **routed** (no \
+             programs; \
              an iptables FORWARD chain like Calico's or kube-proxy's, loaded with \
              `iptables-restore` into the node's host namespace: a conntrack `RELATED,ESTABLISHED` \
              accept first, `INVALID` drop, then {} non-matching per-endpoint dispatch rules \
@@ -1105,8 +1227,15 @@ impl Report<'_> {
              workloads' subnets); **weir fastpath=off** (weir's TC ingress and egress programs \
              on the three host-side veths, fast path off); **weir fastpath=on** (the same with \
              the fast path: `bpf_redirect_peer` into a local workload, `bpf_fib_lookup` + \
-             `bpf_redirect`/`bpf_redirect_neigh` out of one). Every endpoint sent one datagram \
-             after the build (weir learns the workloads' MACs, the host its neighbours). Tests: \
+             `bpf_redirect`/`bpf_redirect_neigh` out of one); and **{}**: no node at all, the \
+             two endpoints of each path joined by one veth pair straight (per path two \
+             namespaces and a veth between them, `weir::sandbox::Sandbox`, MTU 1500: the \
+             client's, w1 or out, and the server's, w2 or w1), no host namespace, no programs, \
+             no rules. A redirect-based fast path still crosses a host-side veth and runs a TC \
+             program and a FIB lookup there, so the floor is the best any of them could do here: \
+             floor ÷ routed says whether the fast path's goal is reachable at all on this \
+             machine. Every endpoint sent one datagram after the build (weir learns the \
+             workloads' MACs, the host its neighbours; in the floor each end its peer's). Tests: \
              w1 → w2 and out → w1, each TCP with one stream (iperf3's default), TCP with {} \
              streams (`-P {}`), and UDP with {} B datagrams at an unlimited rate (`-u -b 0 -l \
              {}`); throughput is what the receiver got (`end.sum_received`). **CPU per Gbit** is \
@@ -1118,6 +1247,7 @@ impl Report<'_> {
                 .lines()
                 .filter(|l| l.starts_with("-A"))
                 .count(),
+            V::Floor.name(),
             STREAMS,
             STREAMS,
             UDP_LEN,
@@ -1133,10 +1263,14 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "- {} timed rounds of {} s per measurement after one untimed warm-up round ({} s \
-             each); within a round each test runs the four variants back to back, the first \
+             each); within a round each test runs the {} variants back to back, the first \
              one rotating every round. Ratios are taken within a round. The run took {:.1} \
              minutes.",
-            self.opts.rounds, self.opts.seconds, WARM_SECONDS, self.minutes
+            self.opts.rounds,
+            self.opts.seconds,
+            WARM_SECONDS,
+            VARIANTS.len(),
+            self.minutes
         );
         let _ = writeln!(
             s,
@@ -1209,7 +1343,8 @@ impl Report<'_> {
              accepts {} (the first packets of new flows); with **fastpath=on**, of {} packets \
              at weir's TC ingress on the host interfaces, {} were redirected into a workload \
              (`fastpath-in`) and {} out of one (`fastpath-out`), {share:.1} % in all; with \
-             fastpath=off, {} packets at TC ingress and none redirected.\n",
+             fastpath=off, {} packets at TC ingress and none redirected. The floor has no host \
+             and nothing to count.\n",
             r.established, r.subnet, on.tc_ingress, on.fastpath_in, on.fastpath_out, off.tc_ingress
         )
     }
@@ -1218,21 +1353,31 @@ impl Report<'_> {
         let mut g = String::new();
         let mut met_fast = 0;
         let mut met_off = 0;
+        let mut reachable = 0;
         let mut lines_fast = String::new();
         let mut lines_off = String::new();
+        let mut lines_floor = String::new();
         for (ti, t) in TESTS.iter().enumerate() {
             let thr = ratio(&self.gbps(ti, V::WeirOn), &self.gbps(ti, V::Routed));
             let cpu = ratio(&self.cpu(ti, V::WeirOn), &self.cpu(ti, V::Routed));
-            let ok = med(&thr) >= 1.2 || med(&cpu) <= 0.8;
+            let ok = goal_met(&thr, &cpu);
             met_fast += usize::from(ok);
+            let test = format!("{} {}", t.way_name(), t.proto_name());
             let _ = writeln!(
                 lines_fast,
-                "  - {} {}: throughput {}, CPU per Gbit {} → {}",
-                t.way_name(),
-                t.proto_name(),
+                "  - {test}: throughput {}, CPU per Gbit {} → {}",
                 show_x(&thr),
                 show_x(&cpu),
                 verdict(ok)
+            );
+            // The same goal for the floor: can any fast path meet it here?
+            let floor_thr = ratio(&self.gbps(ti, V::Floor), &self.gbps(ti, V::Routed));
+            let floor_cpu = ratio(&self.cpu(ti, V::Floor), &self.cpu(ti, V::Routed));
+            reachable += usize::from(goal_met(&floor_thr, &floor_cpu));
+            let _ = writeln!(
+                lines_floor,
+                "{}",
+                reachable_line(&test, &floor_thr, &floor_cpu)
             );
             let off = ratio(&self.gbps(ti, V::WeirOff), &self.gbps(ti, V::None));
             let ok = med(&off) >= 0.9;
@@ -1255,6 +1400,14 @@ impl Report<'_> {
             verdict(met_fast == n)
         );
         g += &lines_fast;
+        let _ = writeln!(
+            g,
+            "- is that goal reachable at all on this machine? The same test for the floor \
+             (`{}` ÷ `routed`; no redirect-based fast path can beat one veth with nothing \
+             between the endpoints): reachable in {reachable} of {n} tests",
+            V::Floor.name()
+        );
+        g += &lines_floor;
         let _ = writeln!(
             g,
             "- weir with fastpath=off ≥ 0.9× the no-program baseline's throughput \
@@ -1303,7 +1456,7 @@ impl Report<'_> {
              conntrack, the FIB, TC programs) is paid once per many segments, next to the \
              copies into and out of the sockets: with one stream w1 → w2, none {:.1} Gbit/s \
              ({:.0} ms CPU per Gbit), routed {:.1} ({:.0}), weir off {:.1} ({:.0}), weir on \
-             {:.1} ({:.0}). ",
+             {:.1} ({:.0}), the floor {:.1} ({:.0}). ",
             m(0, V::None),
             cm(0, V::None),
             m(0, V::Routed),
@@ -1312,6 +1465,8 @@ impl Report<'_> {
             cm(0, V::WeirOff),
             m(0, V::WeirOn),
             cm(0, V::WeirOn),
+            m(0, V::Floor),
+            cm(0, V::Floor),
         );
         t += &format!(
             "The fast path against the routed path: {:.2}× the throughput at {:.2}× the CPU per \
@@ -1322,6 +1477,22 @@ impl Report<'_> {
             rc(0, V::WeirOn, V::Routed),
             r(3, V::WeirOn, V::Routed),
             rc(3, V::WeirOn, V::Routed),
+        );
+        t += &format!(
+            "The floor, one veth straight between the two endpoints (what is left when a fast \
+             path costs nothing at all: no host-side veth, no program, no lookup), against the \
+             routed path: {:.2}× the throughput at {:.2}× the CPU per Gbit w1 → w2, {:.2}× at \
+             {:.2}× out → w1 (TCP, one stream; {:.2}× / {:.2}× and {:.2}× / {:.2}× with UDP). \
+             In the floor both paths are the same single veth, so its own w1 → w2 and out → w1 \
+             throughputs differ only by noise. ",
+            r(0, V::Floor, V::Routed),
+            rc(0, V::Floor, V::Routed),
+            r(3, V::Floor, V::Routed),
+            rc(3, V::Floor, V::Routed),
+            r(2, V::Floor, V::Routed),
+            rc(2, V::Floor, V::Routed),
+            r(5, V::Floor, V::Routed),
+            rc(5, V::Floor, V::Routed),
         );
         let loss_max = [2usize, 5]
             .iter()
@@ -1556,6 +1727,26 @@ Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)
     }
 
     #[test]
+    fn goal_and_reachability() {
+        // Either criterion on the medians is enough; both at the boundary count.
+        assert!(goal_met(&[1.2, 1.0, 1.3], &[1.0; 3]));
+        assert!(goal_met(&[1.0; 3], &[0.8, 0.9, 0.7]));
+        assert!(!goal_met(&[1.19, 1.1, 1.3], &[0.81, 0.9, 0.7]));
+        // No samples: not met.
+        assert!(!goal_met(&[], &[]));
+        assert_eq!(
+            reachable_line(
+                "w1 → w2 TCP, 1 stream",
+                &[1.12, 1.05, 1.2],
+                &[0.86, 0.9, 0.84]
+            ),
+            "  - w1 → w2 TCP, 1 stream: reachable: **no** (floor 1.12× / 0.86×: \
+             throughput 1.12 (1.05–1.20)×, CPU per Gbit 0.86 (0.84–0.90)×)"
+        );
+        assert!(reachable_line("t", &[1.3], &[0.9]).contains("reachable: **yes** (floor 1.30×"));
+    }
+
+    #[test]
     fn iperf_arguments() {
         let a = |t: Test| t.iperf_args(3).join(" ");
         assert_eq!(a(TESTS[0]), "-p 5201 -t 3 -J --connect-timeout 3000");
@@ -1583,8 +1774,9 @@ Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)
             busy_cpus: busy,
             lost_percent: Some(1.0),
         };
-        // Per variant (none, routed, off, on): the fast path 1.5× routed, off = none.
-        let gb = [10.0, 8.0, 10.0, 12.0];
+        // Per variant (none, routed, off, on, floor): the fast path 1.5× routed, off = none,
+        // the floor 1.75× routed.
+        let gb = [10.0, 8.0, 10.0, 12.0, 14.0];
         let samples: Samples = TESTS
             .iter()
             .map(|_| gb.iter().map(|&g| vec![meas(g, 1.5); 7]).collect())
@@ -1600,15 +1792,37 @@ Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)
         };
         let s = r.section();
         assert!(s.starts_with(HEADING));
-        // 6 tests × 4 variants.
+        // 6 tests × 5 variants.
         assert_eq!(
             s.lines()
                 .filter(|l| l.starts_with("| w1 → w2") || l.starts_with("| out → w1"))
                 .count(),
-            24
+            30
         );
         assert!(s.contains("met in 6 of 6 tests → **met**"), "{s}");
         assert!(s.contains("throughput 1.50 (1.50–1.50)×"), "{s}");
+        assert!(s.contains("reachable in 6 of 6 tests"), "{s}");
+        assert!(
+            s.contains(
+                "  - out → w1 TCP, 1 stream: reachable: **yes** (floor 1.75× / 0.57×: \
+                 throughput 1.75 (1.75–1.75)×, CPU per Gbit 0.57 (0.57–0.57)×)"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("| direct veth, no host (the floor) | 14.00 (14.00–14.00) | 1.40"));
+        assert!(s.contains("the floor 14.0 (107)"), "{s}");
+        // A floor only 1.12× routed at 0.86× its CPU: the goal is out of reach.
+        for (ti, _) in TESTS.iter().enumerate() {
+            r.samples[ti][V::Floor.idx()] = vec![meas(8.96, 1.5 * 0.86 * 1.12); 7];
+        }
+        let s = r.section();
+        assert!(s.contains("reachable in 0 of 6 tests"), "{s}");
+        assert!(
+            s.contains("w1 → w2 UDP 1400 B, -b 0: reachable: **no** (floor 1.12× / 0.86×"),
+            "{s}"
+        );
+        // The fast path's own verdicts do not change with the floor.
+        assert!(s.contains("met in 6 of 6 tests → **met**"), "{s}");
         assert!(!s.contains("saturated"));
         r.background = vec![1.9; 7];
         assert!(r.section().contains("saturated throughout"));
