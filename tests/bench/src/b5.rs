@@ -10,6 +10,7 @@
 //! it).
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,9 @@ struct Ctx {
     n: Cell<u32>,
     /// The maps of the first verified load, as the kernel reports them.
     maps: RefCell<Vec<MapInfo>>,
+    /// The BTF objects of those maps that need theirs to be created alone (by BTF id), held
+    /// open so they outlive the load.
+    btfs: RefCell<Vec<(u32, OwnedFd)>>,
 }
 
 impl Ctx {
@@ -304,12 +308,12 @@ fn plan(ctx: &Ctx, v: Variant, sb: &Sandbox) -> Result<Plan, String> {
     let mut cg_attach = Vec::new();
     for (prog, hook) in &spec.sock {
         cg_attach.push((
-            format!("bpftool cgroup attach {}", hook.name()),
+            format!("bpftool cgroup attach {}", hook.bpftool),
             words(&[
                 "cgroup",
                 "attach",
                 &cg,
-                hook.name(),
+                hook.bpftool,
                 "pinned",
                 &prog_pin(prog)?,
             ]),
@@ -383,7 +387,7 @@ fn plan(ctx: &Ctx, v: Variant, sb: &Sandbox) -> Result<Plan, String> {
                 "cgroup",
                 "detach",
                 &cg,
-                hook.name(),
+                hook.bpftool,
                 "pinned",
                 &prog_pin(prog)?,
             ],
@@ -467,6 +471,14 @@ fn one(ctx: &Ctx, v: Variant, mode: Mode<'_>) -> Result<(Measured, Vec<String>),
     let maps = kstate::verify_attached(&sb, v.tc(), &ctx.spec)
         .map_err(|e| format!("{}: kernel state after load: {e}", v.name()))?;
     if ctx.maps.borrow().is_empty() {
+        let mut btfs = ctx.btfs.borrow_mut();
+        for m in maps.iter().filter(|m| needs_btf(m.map_type)) {
+            if !btfs.iter().any(|(id, _)| *id == m.btf_id) {
+                let fd = bpf::btf_fd_by_id(m.btf_id)
+                    .map_err(|e| format!("map '{}': BTF id {}: {e}", m.name, m.btf_id))?;
+                btfs.push((m.btf_id, fd));
+            }
+        }
         *ctx.maps.borrow_mut() = maps;
     }
     execute(&sb, &plan.teardown, plan.in_b, Mode::Timed, &ctx.self_exe)
@@ -488,12 +500,14 @@ fn one(ctx: &Ctx, v: Variant, mode: Mode<'_>) -> Result<(Measured, Vec<String>),
 /// Creations of each map alone, for its median.
 const MAP_CREATES: usize = 5;
 
-/// Creates a map like `m` (type, sizes, flags; no BTF, which costs little beside the
-/// allocation) on its own, MAP_CREATES times; the median wall time of `BPF_MAP_CREATE` in ms.
+/// Creates a map like `m` (type, sizes, flags) on its own, MAP_CREATES times; the median wall
+/// time of `BPF_MAP_CREATE` in ms. Without BTF, which costs little beside the allocation,
+/// except for the maps the kernel refuses without it (socket storage): those get `btf`, the
+/// loaded map's own BTF object, and its type ids.
 ///
 /// # Errors
 /// The kernel refuses the map.
-fn map_create_ms(m: &MapInfo) -> Result<f64, String> {
+fn map_create_ms(m: &MapInfo, btf: Option<BorrowedFd<'_>>) -> Result<f64, String> {
     let mut t = Vec::with_capacity(MAP_CREATES);
     for _ in 0..MAP_CREATES {
         let a = MapCreate {
@@ -503,9 +517,13 @@ fn map_create_ms(m: &MapInfo) -> Result<f64, String> {
             value_size: m.value_size,
             max_entries: m.max_entries,
             flags: m.flags,
-            btf_fd: None,
-            btf_key_type_id: 0,
-            btf_value_type_id: 0,
+            btf_fd: btf,
+            btf_key_type_id: if btf.is_some() { m.btf_key_type_id } else { 0 },
+            btf_value_type_id: if btf.is_some() {
+                m.btf_value_type_id
+            } else {
+                0
+            },
             map_extra: m.map_extra,
         };
         let t0 = Instant::now();
@@ -516,6 +534,13 @@ fn map_create_ms(m: &MapInfo) -> Result<f64, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(crate::report::med(&t))
+}
+
+/// Map types the kernel creates only with BTF for their value: the local storage of sockets,
+/// inodes, tasks and cgroups (`enum bpf_map_type` 24, 28, 29, 32).
+fn needs_btf(map_type: u32) -> bool {
+    const LOCAL_STORAGE: [u32; 4] = [24, 28, 29, 32];
+    LOCAL_STORAGE.contains(&map_type)
 }
 
 /// Round `r` runs the variants starting at a different one each time.
@@ -567,6 +592,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         scratch,
         n: Cell::new(0),
         maps: RefCell::new(Vec::new()),
+        btfs: RefCell::new(Vec::new()),
     };
     eprintln!(
         "B5: weir {} ({} bytes); {} rusage round(s), then {} timed rounds of {} variants",
@@ -617,7 +643,11 @@ pub fn run(opts: &Options) -> Result<(), String> {
         res.add_profile(v, p);
     }
     for m in ctx.maps.borrow().iter() {
-        res.add_map_cost(m, map_create_ms(m)?);
+        let btfs = ctx.btfs.borrow();
+        let btf = btfs
+            .iter()
+            .find(|(id, _)| *id == m.btf_id && needs_btf(m.map_type));
+        res.add_map_cost(m, map_create_ms(m, btf.map(|(_, fd)| fd.as_fd()))?);
     }
     let path = env::workspace_root().join("BENCHMARKS.md");
     res.previous = std::fs::read_to_string(&path)

@@ -74,7 +74,7 @@ fn read_hooks(sb: &Sandbox, spec: &Spec) -> Result<Hooks, String> {
     let cg = cgroup::open_dir(&sb.cgroup_dir)
         .map_err(|e| format!("opening {}: {e}", sb.cgroup_dir.display()))?;
     for (_, hook) in &spec.sock {
-        let q = bpf::prog_query(LinkTarget::Fd(cg.as_fd()), hook.attach_type(), 0)
+        let q = bpf::prog_query(LinkTarget::Fd(cg.as_fd()), hook.attach_type, 0)
             .map_err(|e| e.to_string())?;
         h.sock.push(q.prog_ids);
     }
@@ -136,7 +136,7 @@ pub fn verify_attached(sb: &Sandbox, tc: TcVia, spec: &Spec) -> Result<Vec<MapIn
             _ => {
                 return Err(format!(
                     "cgroup {}: expected one program, found ids {found:?}",
-                    hook.name()
+                    hook.bpftool
                 ))
             }
         }

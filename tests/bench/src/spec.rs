@@ -3,7 +3,20 @@
 //! exactly what `weir load` does, also after the dataplane changes.
 
 use weir::embedded;
-use weir::object::{self, SockAddrHook};
+use weir::object::{self, CgroupSockHook};
+
+/// bpftool's name for `BPF_CGROUP_INET_SOCK_RELEASE`.
+const BPFTOOL_SOCK_RELEASE: &str = "cgroup_inet_sock_release";
+
+/// Where on a cgroup a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupHook {
+    /// bpftool's name of the attach type (its short names for the sock_addr hooks are weir's:
+    /// `connect4`, `recvmsg6`, …).
+    pub bpftool: &'static str,
+    /// The kernel's `enum bpf_attach_type`.
+    pub attach_type: u32,
+}
 
 /// One embedded object.
 #[derive(Debug, Clone)]
@@ -25,7 +38,9 @@ pub struct Spec {
     pub xdp: String,
     pub tc_ingress: String,
     pub tc_egress: String,
-    pub sock: Vec<(String, SockAddrHook)>,
+    /// The cgroup programs, in weir's attach order (`sock_release` first, then the sock_addr
+    /// hooks).
+    pub sock: Vec<(String, CgroupHook)>,
 }
 
 impl Spec {
@@ -52,10 +67,23 @@ impl Spec {
             xdp: embedded::PROG_XDP.to_owned(),
             tc_ingress: embedded::PROG_TC_INGRESS.to_owned(),
             tc_egress: embedded::PROG_TC_EGRESS.to_owned(),
-            sock: embedded::PROGS_SOCK
-                .iter()
-                .map(|(n, h)| ((*n).to_owned(), *h))
-                .collect(),
+            sock: std::iter::once((
+                embedded::PROG_SOCK_RELEASE.to_owned(),
+                CgroupHook {
+                    bpftool: BPFTOOL_SOCK_RELEASE,
+                    attach_type: CgroupSockHook::SockRelease.attach_type(),
+                },
+            ))
+            .chain(embedded::PROGS_SOCK.iter().map(|(n, h)| {
+                (
+                    (*n).to_owned(),
+                    CgroupHook {
+                        bpftool: h.name(),
+                        attach_type: h.attach_type(),
+                    },
+                )
+            }))
+            .collect(),
         };
         for p in spec.attached() {
             spec.object_of(p)?;
