@@ -189,11 +189,15 @@ impl fmt::Display for ApplyReport {
 /// difference against what its maps hold, recording every write in `writes` so the caller can
 /// roll them all back.
 fn write_contents(maps: &MapSet, cfg: &Config, writes: &mut Undo) -> Result<ApplyReport, Error> {
+    let prefilter = prefilter::apply(maps, cfg, writes)?;
+    let lb = lb::apply(maps, cfg, writes)?;
+    // The interfaces' counter slots, which the policy's and the fast path's entries carry.
+    let slots = fastpath::assign_slots(maps, cfg, writes)?;
     Ok(ApplyReport {
-        prefilter: prefilter::apply(maps, cfg, writes)?,
-        lb: lb::apply(maps, cfg, writes)?,
-        policy: policy_maps::apply(maps, cfg, writes)?,
-        fastpath: fastpath::apply(maps, cfg, writes)?,
+        prefilter,
+        lb,
+        policy: policy_maps::apply(maps, cfg, &slots, writes)?,
+        fastpath: fastpath::apply(maps, cfg, &slots, writes)?,
         mesh: mesh::apply(maps, cfg, writes)?,
     })
 }

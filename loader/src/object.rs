@@ -876,7 +876,9 @@ mod tests {
         assert_eq!(map, "if_counters");
         assert_eq!(differences.len(), 1, "{differences:?}");
         assert!(
-            differences[0].contains("key members are [hook@0:4, ifindex@4:4] in BTF"),
+            differences[0].contains(
+                "value members are [pad@0:4, ifindex@4:4, packets@8:32, bytes@40:32] in BTF"
+            ),
             "{p}"
         );
     }
@@ -950,18 +952,26 @@ mod tests {
     #[test]
     fn layout_differences_name_each_member() {
         let found = TypeLayout {
-            c_name: "struct weir_if_key".into(),
-            size: 8,
-            members: vec![("ifindex".into(), 0, 4), ("hook".into(), 4, 4)],
+            c_name: "struct weir_pol_ep_key".into(),
+            size: 12,
+            members: vec![
+                ("bank".into(), 0, 4),
+                ("ifindex".into(), 4, 4),
+                ("hook".into(), 8, 4),
+            ],
         };
-        let key = maps_schema::find("if_counters").unwrap().key;
+        let key = maps_schema::find("pol_endpoints").unwrap().key;
         assert!(layout_differences("key", &found, &key).is_empty());
         let swapped = TypeLayout {
-            members: vec![("hook".into(), 0, 4), ("ifindex".into(), 4, 4)],
+            members: vec![
+                ("bank".into(), 0, 4),
+                ("hook".into(), 4, 4),
+                ("ifindex".into(), 8, 4),
+            ],
             ..found
         };
         let d = layout_differences("key", &swapped, &key);
         assert_eq!(d.len(), 1);
-        assert!(d[0].contains("hook@0:4, ifindex@4:4"), "{d:?}");
+        assert!(d[0].contains("bank@0:4, hook@4:4, ifindex@8:4"), "{d:?}");
     }
 }

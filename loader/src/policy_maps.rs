@@ -547,7 +547,12 @@ fn write_names(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<(), Error
 /// # Errors
 /// A compile or capacity problem (nothing written), or a map error (the undo log has what was
 /// written to maps packets read).
-pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChange, Error> {
+pub fn apply(
+    maps: &MapSet,
+    cfg: &Config,
+    slots: &crate::fastpath::Slots,
+    undo: &mut Undo,
+) -> Result<PolicyChange, Error> {
     let Some(pm) = PolicyMaps::of(maps) else {
         return Ok(PolicyChange::default());
     };
@@ -569,10 +574,11 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
     write_names(maps, cfg, undo)?;
     let index = ifindices(cfg)?;
     let lookup = |name: &str| index.get(name).copied();
+    let slot = |ifindex: u32| slots.of(ifindex);
     let sizes = pm.sizes()?;
     let active = pm.active_bank()?;
     let over = |e: kernel::OverCapacity| Error::map(MAP_RULESETS, e.to_string());
-    let current = kernel::plan_bank(cfg, &compiled, active, sizes, &lookup).map_err(over)?;
+    let current = kernel::plan_bank(cfg, &compiled, active, sizes, &lookup, &slot).map_err(over)?;
     let mut change = PolicyChange {
         switched: false,
         bank: active,
@@ -587,7 +593,7 @@ pub fn apply(maps: &MapSet, cfg: &Config, undo: &mut Undo) -> Result<PolicyChang
         return Ok(change);
     }
     let target = 1 - active;
-    let plan = kernel::plan_bank(cfg, &compiled, target, sizes, &lookup).map_err(over)?;
+    let plan = kernel::plan_bank(cfg, &compiled, target, sizes, &lookup, &slot).map_err(over)?;
 
     // The set index of the new bank is written by a second thread while this one writes the
     // bank (at 100k set members its writes take about as long as the bank's). Only weir reads
@@ -709,8 +715,18 @@ pub fn in_force(maps: &MapSet, cfg: &Config) -> Result<bool, Error> {
     let compiled = crate::policy::compile(cfg).map_err(|e| Error::map(MAP_RULES, e.to_string()))?;
     let index = ifindices(cfg)?;
     let lookup = |name: &str| index.get(name).copied();
-    let plan = kernel::plan_bank(cfg, &compiled, pm.active_bank()?, pm.sizes()?, &lookup)
-        .map_err(|e| Error::map(MAP_RULESETS, e.to_string()))?;
+    // The slots the last load assigned: an unchanged config keeps them.
+    let slots = crate::fastpath::current_slots(maps)?;
+    let slot = |ifindex: u32| slots.of(ifindex);
+    let plan = kernel::plan_bank(
+        cfg,
+        &compiled,
+        pm.active_bank()?,
+        pm.sizes()?,
+        &lookup,
+        &slot,
+    )
+    .map_err(|e| Error::map(MAP_RULESETS, e.to_string()))?;
     pm.holds(&plan)
 }
 

@@ -1,11 +1,12 @@
 //! `weir status`: what is attached where (program ids, link ids), the maps with their fill levels,
 //! and the counters, read from the pins and the kernel, never from a record weir keeps itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use maps_schema::{Codec, Counter, IfKey, MapType};
+use maps_schema::{if_slot, Codec, Counter, IfCounters, MapType};
 
 use crate::attach::{open_pin, AttachPoint, LEGACY_DIR, LINKS_DIR};
 use crate::dataplane::list_dir;
@@ -171,6 +172,46 @@ fn read_percpu_counter(
     Ok(Some(Counter::sum(&per_cpu)))
 }
 
+/// The interface counters of `if_counters` (by slot, each labelled with its interface): one
+/// row per interface and hook that counted packets, summed over CPUs (and over slots, should two
+/// carry the same interface).
+fn read_if_counters(
+    fd: BorrowedFd<'_>,
+    def: &maps_schema::MapDef,
+    ncpus: u32,
+    mut nl: Option<&mut Netlink>,
+    out: &mut Vec<IfCounter>,
+) -> Result<(), Error> {
+    let mut sums: BTreeMap<(u32, u32), Counter> = BTreeMap::new();
+    for (_, value) in crate::contents::entries_of(fd, def)? {
+        let per_cpu = maps_schema::decode_per_cpu::<IfCounters>(&value, ncpus as usize)
+            .map_err(|e| Error::map(def.name, e.to_string()))?;
+        let Some(ifindex) = per_cpu.first().map(|c| c.ifindex).filter(|i| *i != 0) else {
+            continue; // never assigned (or slot NONE)
+        };
+        for hook in if_slot::FIRST_HOOK..if_slot::FIRST_HOOK + if_slot::HOOKS {
+            let hooks: Vec<Counter> = per_cpu.iter().filter_map(|c| c.hook(hook)).collect();
+            let c = Counter::sum(&hooks);
+            if c.packets > 0 {
+                let sum = sums.entry((ifindex, hook)).or_default();
+                *sum = Counter::sum(&[*sum, c]);
+            }
+        }
+    }
+    for ((ifindex, hook), counter) in sums {
+        let interface = nl
+            .as_mut()
+            .and_then(|nl| nl.link_name(ifindex).ok().flatten())
+            .unwrap_or_else(|| format!("ifindex {ifindex}"));
+        out.push(IfCounter {
+            interface,
+            hook: hook_name(hook),
+            counter,
+        });
+    }
+    Ok(())
+}
+
 /// Reads the status of the dataplane pinned at `pin_dir`.
 ///
 /// # Errors
@@ -257,28 +298,9 @@ pub fn read(pin_dir: &Path) -> Result<Status, Error> {
         }
         match name {
             "if_counters" => {
-                let mut key: Option<Vec<u8>> = None;
-                let mut next = vec![0u8; info.key_size as usize];
-                while bpf::map_next_key(fd.as_fd(), key.as_deref(), &mut next)
-                    .map_err(|e| Error::bpf("map 'if_counters'", e))?
-                {
-                    key = Some(next.clone());
-                    let Ok(k) = IfKey::decode(&next) else {
-                        continue;
-                    };
-                    let Some(counter) = read_percpu_counter(fd.as_fd(), &next, ncpus)? else {
-                        continue;
-                    };
-                    let interface = nl
-                        .as_mut()
-                        .and_then(|nl| nl.link_name(k.ifindex).ok().flatten())
-                        .unwrap_or_else(|| format!("ifindex {}", k.ifindex));
-                    st.if_counters.push(IfCounter {
-                        interface,
-                        hook: hook_name(k.hook),
-                        counter,
-                    });
-                }
+                let def =
+                    maps_schema::find(name).ok_or_else(|| Error::map(name, "not in the schema"))?;
+                read_if_counters(fd.as_fd(), def, ncpus, nl.as_mut(), &mut st.if_counters)?;
             }
             "sock_counters" => {
                 for index in 0..info.max_entries {

@@ -208,7 +208,7 @@ impl MapDef {
     }
 }
 
-/// Hook ids: the `hook` field of [`IfKey`] (`if_counters`).
+/// Hook ids: what an interface counter counts ([`IfCounters`], from [`if_slot::FIRST_HOOK`]).
 pub mod hook {
     /// XDP on the interface.
     pub const XDP: u32 = 0;
@@ -220,6 +220,22 @@ pub mod hook {
     pub const FASTPATH_IN: u32 = 3;
     /// Fast path: packets from this workload redirected out of a host interface.
     pub const FASTPATH_OUT: u32 = 4;
+}
+
+/// Interface counter slots: the index of an interface's counters in `if_counters`, which the
+/// loader assigns and stores in the interface's `fp_endpoints` entry ([`FpEndpoint::slot`]), so
+/// the TC programs count with an array lookup rather than a hash lookup.
+pub mod if_slot {
+    /// No slot (the interface has no `fp_endpoints` entry, or every slot is taken): its packets
+    /// are counted into this slot, which nothing reads, rather than tested for.
+    pub const NONE: u32 = 0;
+    /// Slots in `if_counters`, [`NONE`] included.
+    pub const SLOTS: u32 = 1024;
+    /// The hook counted at index 0 of [`IfCounters::packets`] / [`IfCounters::bytes`]; the
+    /// others follow in hook id order.
+    pub const FIRST_HOOK: u32 = super::hook::TC_INGRESS;
+    /// Hooks counted per slot: TC ingress, TC egress, fast path in, fast path out.
+    pub const HOOKS: u32 = 4;
 }
 
 /// The fast path's maps: `fp_routes_v4`/`fp_routes_v6` (local workload addresses → the
@@ -435,7 +451,7 @@ pub mod pol {
     /// Traffic out of the endpoint (the remote address is the destination).
     pub const DIR_EGRESS: u32 = 1;
     /// [`PolEndpoint::flags`](crate::PolEndpoint): a host endpoint (failsafe ports apply).
-    pub const EP_HOST: u32 = 1 << 0;
+    pub const EP_HOST: u16 = 1 << 0;
     /// [`PolEndpoint::ruleset`](crate::PolEndpoint) of a direction no policy selects: flows
     /// are tracked (so replies to the other direction pass) and allowed.
     pub const NO_RULESET: u32 = u32::MAX;
@@ -638,7 +654,7 @@ pub const CONSTANTS: &[ConstGroup] = &[
         ],
     },
     ConstGroup {
-        doc: "Hook ids: the hook field of struct weir_if_key (if_counters).",
+        doc: "Hook ids: what an interface counter counts (struct weir_if_ctrs, from WEIR_IF_FIRST_HOOK).",
         consts: &[
             Constant {
                 c_name: "WEIR_HOOK_XDP",
@@ -659,6 +675,27 @@ pub const CONSTANTS: &[ConstGroup] = &[
             Constant {
                 c_name: "WEIR_HOOK_FASTPATH_OUT",
                 value: hook::FASTPATH_OUT,
+            },
+        ],
+    },
+    ConstGroup {
+        doc: "Interface counter slots (if_counters, the slot field of struct weir_fp_endpoint).",
+        consts: &[
+            Constant {
+                c_name: "WEIR_IF_SLOT_NONE",
+                value: if_slot::NONE,
+            },
+            Constant {
+                c_name: "WEIR_IF_SLOTS",
+                value: if_slot::SLOTS,
+            },
+            Constant {
+                c_name: "WEIR_IF_FIRST_HOOK",
+                value: if_slot::FIRST_HOOK,
+            },
+            Constant {
+                c_name: "WEIR_IF_HOOKS",
+                value: if_slot::HOOKS,
             },
         ],
     },
@@ -861,7 +898,7 @@ pub const CONSTANTS: &[ConstGroup] = &[
             },
             Constant {
                 c_name: "WEIR_POL_EP_HOST",
-                value: pol::EP_HOST,
+                value: pol::EP_HOST as u32,
             },
             Constant {
                 c_name: "WEIR_POL_NO_RULESET",
@@ -1083,13 +1120,13 @@ pub const CONSTANTS: &[ConstGroup] = &[
 pub const MAPS: &[MapDef] = &[
     MapDef {
         name: "if_counters",
-        map_type: MapType::PerCpuHash,
-        key: IfKey::LAYOUT,
-        value: Counter::LAYOUT,
-        max_entries: 1024,
+        map_type: MapType::PerCpuArray,
+        key: <u32 as Codec>::LAYOUT,
+        value: IfCounters::LAYOUT,
+        max_entries: if_slot::SLOTS,
         flags: 0,
-        layout_version: 1,
-        doc: "Packets and bytes seen per (interface, hook), per CPU.",
+        layout_version: 2,
+        doc: "Packets and bytes per interface and TC hook, per CPU, by the interface's slot (WEIR_IF_SLOT_*; fp_endpoints names it).",
     },
     MapDef {
         name: "sock_counters",
@@ -1786,7 +1823,8 @@ macro_rules! schema_struct {
 }
 
 schema_struct! {
-    /// Key of `if_counters`: C `struct weir_if_key`.
+    /// An (interface, hook) pair: what an interface counter of `weir status` belongs to. (The
+    /// key of `if_counters` up to layout 1, a hash; no map's key now.)
     pub struct IfKey as "weir_if_key" {
         /// Interface index.
         pub ifindex: u32,
@@ -1802,6 +1840,34 @@ schema_struct! {
         pub packets: u64,
         /// Bytes (0 for socket hooks).
         pub bytes: u64,
+    }
+}
+
+schema_struct! {
+    /// Value of `if_counters`: C `struct weir_if_ctrs`, one interface's counters by hook (index
+    /// `hook - if_slot::FIRST_HOOK`), one copy per CPU.
+    pub struct IfCounters as "weir_if_ctrs" {
+        /// The interface the slot was last assigned to, written by the loader (on every CPU's
+        /// copy) when it assigns the slot; 0 for a slot never assigned.
+        pub ifindex: u32,
+        /// Always 0.
+        pub pad: u32,
+        /// Packets per hook.
+        pub packets: [u64; 4],
+        /// Bytes per hook.
+        pub bytes: [u64; 4],
+    }
+}
+
+impl IfCounters {
+    /// The counter of hook id `hook` (one of the [`if_slot::HOOKS`] from
+    /// [`if_slot::FIRST_HOOK`]), or `None` for a hook that has none.
+    pub fn hook(&self, hook: u32) -> Option<Counter> {
+        let i = usize::try_from(hook.checked_sub(if_slot::FIRST_HOOK)?).ok()?;
+        Some(Counter {
+            packets: *self.packets.get(i)?,
+            bytes: *self.bytes.get(i)?,
+        })
     }
 }
 
@@ -2001,8 +2067,9 @@ schema_struct! {
         pub flags: u32,
         /// The interface's own MAC: the source of frames the fast path sends out of it.
         pub mac: [u8; 6],
-        /// Always 0.
-        pub pad: [u8; 2],
+        /// The interface's counter slot in `if_counters` ([`if_slot::NONE`]: none). Older
+        /// versions wrote 0 here (padding), which reads as no slot.
+        pub slot: u16,
     }
 }
 
@@ -2085,7 +2152,12 @@ schema_struct! {
         /// [`pol::DIR_INGRESS`] or [`pol::DIR_EGRESS`]: what this hook is for the endpoint.
         pub direction: u32,
         /// [`pol::EP_HOST`].
-        pub flags: u32,
+        pub flags: u16,
+        /// The interface's counter slot in `if_counters` (as its `fp_endpoints` entry has it),
+        /// so the TC egress program counts without another lookup. Older versions had `flags`
+        /// as a `u32` here: on a little-endian machine this was its upper half, always 0
+        /// ([`if_slot::NONE`]), and their programs read the new entries' flags unchanged.
+        pub slot: u16,
     }
 }
 

@@ -355,16 +355,41 @@ fn schema_rules() {
 #[test]
 fn map_defs() {
     let m = find("if_counters").unwrap();
-    assert_eq!(m.map_type, MapType::PerCpuHash);
-    assert_eq!(m.key, IfKey::LAYOUT);
-    assert_eq!(m.value, Counter::LAYOUT);
-    assert_eq!((m.max_entries, m.flags, m.layout_version), (1024, 0, 1));
+    assert_eq!(m.map_type, MapType::PerCpuArray);
+    assert_eq!(m.key, <u32 as Codec>::LAYOUT);
+    assert_eq!(m.value, IfCounters::LAYOUT);
+    assert_eq!(
+        (m.max_entries, m.flags, m.layout_version),
+        (if_slot::SLOTS, 0, 2)
+    );
     assert_eq!(m.c_define_macro(), "WEIR_DEFINE_MAP_IF_COUNTERS");
     assert_eq!(
         m.c_layout_version_macro(),
         "WEIR_LAYOUT_VERSION_IF_COUNTERS"
     );
-    assert_eq!(m.percpu_slot_size(), 16);
+    assert_eq!(m.percpu_slot_size(), 72);
+    // A slot index fits the u16 slot fields of fp_endpoints and pol_endpoints.
+    assert!(if_slot::SLOTS <= u32::from(u16::MAX) + 1);
+    assert_eq!(IfCounters::default().packets.len() as u32, if_slot::HOOKS);
+    let c = IfCounters {
+        ifindex: 7,
+        pad: 0,
+        packets: [1, 2, 3, 4],
+        bytes: [10, 20, 30, 40],
+    };
+    let got = |h| c.hook(h).map(|c| (c.packets, c.bytes));
+    assert_eq!(got(hook::TC_INGRESS), Some((1, 10)));
+    assert_eq!(got(hook::TC_EGRESS), Some((2, 20)));
+    assert_eq!(got(hook::FASTPATH_IN), Some((3, 30)));
+    assert_eq!(got(hook::FASTPATH_OUT), Some((4, 40)));
+    assert_eq!(got(hook::XDP), None);
+    assert_eq!(got(5), None);
+    // The slot fields took bytes that were padding (fp_endpoints) or the upper half of a u32
+    // flags word (pol_endpoints): the sizes, and so the pinned maps, stay.
+    assert_eq!(size_of::<FpEndpoint>(), 12);
+    assert_eq!(offset_of!(FpEndpoint, slot), 10);
+    assert_eq!(offset_of!(PolEndpoint, flags), 8);
+    assert_eq!(offset_of!(PolEndpoint, slot), 10);
 
     let m = find("sock_counters").unwrap();
     assert_eq!(m.map_type, MapType::PerCpuArray);
@@ -381,21 +406,24 @@ fn header_contents() {
     assert!(h.contains("make -C programs header"));
     assert!(h.contains("#ifndef WEIR_MAPS_H\n#define WEIR_MAPS_H\n"));
     assert!(h.ends_with("#endif /* WEIR_MAPS_H */\n"));
-    assert!(h.contains("struct weir_if_key {\n\t__u32 ifindex;\n\t__u32 hook;\n};\n"));
+    assert!(h.contains(
+        "struct weir_if_ctrs {\n\t__u32 ifindex;\n\t__u32 pad;\n\t__u64 packets[4];\n\t__u64 bytes[4];\n};\n"
+    ));
     assert!(h.contains("struct weir_counter {\n\t__u64 packets;\n\t__u64 bytes;\n};\n"));
     assert_eq!(h.matches("struct weir_counter {").count(), 1);
     assert!(h.contains("#define WEIR_HOOK_TC_EGRESS 2\n"));
     assert!(h.contains("#define WEIR_SOCK_HOOK_CONNECT6 1\n"));
-    assert!(h.contains("#define WEIR_LAYOUT_VERSION_IF_COUNTERS 1\n"));
+    assert!(h.contains("#define WEIR_LAYOUT_VERSION_IF_COUNTERS 2\n"));
     assert!(h.contains(
         "#define WEIR_DEFINE_MAP_IF_COUNTERS \\\n\
          \tstruct { \\\n\
-         \t\t__uint(type, BPF_MAP_TYPE_PERCPU_HASH); \\\n\
-         \t\t__type(key, struct weir_if_key); \\\n\
-         \t\t__type(value, struct weir_counter); \\\n\
+         \t\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \\\n\
+         \t\t__type(key, __u32); \\\n\
+         \t\t__type(value, struct weir_if_ctrs); \\\n\
          \t\t__uint(max_entries, 1024); \\\n\
          \t} if_counters SEC(\".maps\")\n"
     ));
+    assert!(h.contains("#define WEIR_IF_SLOT_NONE 0\n#define WEIR_IF_SLOTS 1024\n"));
     assert!(h.contains("__type(key, __u32); \\\n"));
     // Flags are emitted only when non-zero.
     let block = |name: &str| {

@@ -36,4 +36,24 @@ static __always_inline void weir_count_array(void *map, __u32 index)
 		c->packets += 1;
 }
 
+/*
+ * Add one packet of `bytes` at hook id `hook` to the counters at index `*slot` of a per-CPU
+ * array of struct weir_if_ctrs (if_counters). An array lookup is inlined by the verifier,
+ * where a hash lookup hashes its key and walks a bucket. Slot WEIR_IF_SLOT_NONE exists but
+ * nobody reads it: an interface without a slot is counted there rather than tested for. The
+ * slot is passed by address so that a caller short of stack can keep it in a variable it has
+ * anyway.
+ */
+static __always_inline void weir_count_slot(void *map, const __u32 *slot, __u32 hook,
+					    __u64 bytes)
+{
+	struct weir_if_ctrs *c = bpf_map_lookup_elem(map, slot);
+	__u32 i = hook - WEIR_IF_FIRST_HOOK;
+
+	if (c && i < WEIR_IF_HOOKS) {
+		c->packets[i] += 1;
+		c->bytes[i] += bytes;
+	}
+}
+
 #endif /* WEIR_COUNT_H */

@@ -186,7 +186,7 @@ __attribute__((noinline)) int weir_fastpath_peer(struct __sk_buff *skb, __u32 if
 {
 	struct weir_fp_endpoint *target = bpf_map_lookup_elem(&fp_endpoints, &ifindex);
 	struct weir_mac *mac = bpf_map_lookup_elem(&fp_macs, &ifindex);
-	struct weir_if_key key = { .ifindex = ifindex, .hook = WEIR_HOOK_FASTPATH_IN };
+	__u32 slot;
 
 	if (!skb || !target || !mac)
 		return WEIR_FP_NORMAL;
@@ -206,16 +206,18 @@ __attribute__((noinline)) int weir_fastpath_peer(struct __sk_buff *skb, __u32 if
 		return WEIR_FP_NORMAL;
 	fp_mac_copy(eth->src, target->mac);
 	fp_mac_copy(eth->dst, mac->addr);
-	weir_count_hash(&if_counters, &key, skb->len);
+	slot = target->slot;
+	weir_count_slot(&if_counters, &slot, WEIR_HOOK_FASTPATH_IN, skb->len);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
 /*
  * From a workload to a destination that is not local: the FIB picks the host interface and
  * the next hop; the packet leaves through that interface's egress (its TC egress hook, and so a
- * host endpoint's egress policy, still runs).
+ * host endpoint's egress policy, still runs). `slot` is the workload interface's if_counters
+ * slot, where the redirect is counted.
  */
-__attribute__((noinline)) int weir_fastpath_out(struct __sk_buff *skb)
+__attribute__((noinline)) int weir_fastpath_out(struct __sk_buff *skb, __u32 slot)
 {
 	struct bpf_fib_lookup fib = {};
 	struct weir_fp_endpoint *egress;
@@ -269,11 +271,7 @@ __attribute__((noinline)) int weir_fastpath_out(struct __sk_buff *skb)
 		return WEIR_FP_NORMAL;
 	if (fp_hop(skb, ip4))
 		return WEIR_FP_NORMAL;
-	{
-		struct weir_if_key key = { .ifindex = from, .hook = WEIR_HOOK_FASTPATH_OUT };
-
-		weir_count_hash(&if_counters, &key, skb->len);
-	}
+	weir_count_slot(&if_counters, &slot, WEIR_HOOK_FASTPATH_OUT, skb->len);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, (void *)0, 0, 0);
 	data = (void *)(long)skb->data;

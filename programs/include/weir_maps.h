@@ -19,12 +19,18 @@
 #define WEIR_DIR_CHUNK_BITS 4
 #define WEIR_DIR_LEVELS 4
 
-/* Hook ids: the hook field of struct weir_if_key (if_counters). */
+/* Hook ids: what an interface counter counts (struct weir_if_ctrs, from WEIR_IF_FIRST_HOOK). */
 #define WEIR_HOOK_XDP 0
 #define WEIR_HOOK_TC_INGRESS 1
 #define WEIR_HOOK_TC_EGRESS 2
 #define WEIR_HOOK_FASTPATH_IN 3
 #define WEIR_HOOK_FASTPATH_OUT 4
+
+/* Interface counter slots (if_counters, the slot field of struct weir_fp_endpoint). */
+#define WEIR_IF_SLOT_NONE 0
+#define WEIR_IF_SLOTS 1024
+#define WEIR_IF_FIRST_HOOK 1
+#define WEIR_IF_HOOKS 4
 
 /* Fast path endpoint flags (struct weir_fp_endpoint). */
 #define WEIR_FP_ON 1
@@ -135,13 +141,17 @@
 #define WEIR_POL_EVENT_COST_NS 1000000
 #define WEIR_POL_EVENT_BURST 200
 
-struct weir_if_key {
+struct weir_if_ctrs {
 	__u32 ifindex;
-	__u32 hook;
+	__u32 pad;
+	__u64 packets[4];
+	__u64 bytes[4];
 };
-_Static_assert(sizeof(struct weir_if_key) == 8, "struct weir_if_key: size differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_if_key, ifindex) == 0, "struct weir_if_key.ifindex: offset differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_if_key, hook) == 4, "struct weir_if_key.hook: offset differs from maps-schema");
+_Static_assert(sizeof(struct weir_if_ctrs) == 72, "struct weir_if_ctrs: size differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_if_ctrs, ifindex) == 0, "struct weir_if_ctrs.ifindex: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_if_ctrs, pad) == 4, "struct weir_if_ctrs.pad: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_if_ctrs, packets) == 8, "struct weir_if_ctrs.packets: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_if_ctrs, bytes) == 40, "struct weir_if_ctrs.bytes: offset differs from maps-schema");
 
 struct weir_counter {
 	__u64 packets;
@@ -376,12 +386,12 @@ _Static_assert(__builtin_offsetof(struct weir_lpm_v6, addr) == 4, "struct weir_l
 struct weir_fp_endpoint {
 	__u32 flags;
 	__u8 mac[6];
-	__u8 pad[2];
+	__u16 slot;
 };
 _Static_assert(sizeof(struct weir_fp_endpoint) == 12, "struct weir_fp_endpoint: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_fp_endpoint, flags) == 0, "struct weir_fp_endpoint.flags: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_fp_endpoint, mac) == 4, "struct weir_fp_endpoint.mac: offset differs from maps-schema");
-_Static_assert(__builtin_offsetof(struct weir_fp_endpoint, pad) == 10, "struct weir_fp_endpoint.pad: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_fp_endpoint, slot) == 10, "struct weir_fp_endpoint.slot: offset differs from maps-schema");
 
 struct weir_mac {
 	__u8 addr[6];
@@ -410,12 +420,14 @@ _Static_assert(__builtin_offsetof(struct weir_pol_ep_key, hook) == 8, "struct we
 struct weir_pol_ep {
 	__u32 ruleset;
 	__u32 direction;
-	__u32 flags;
+	__u16 flags;
+	__u16 slot;
 };
 _Static_assert(sizeof(struct weir_pol_ep) == 12, "struct weir_pol_ep: size differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_ep, ruleset) == 0, "struct weir_pol_ep.ruleset: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_ep, direction) == 4, "struct weir_pol_ep.direction: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_ep, flags) == 8, "struct weir_pol_ep.flags: offset differs from maps-schema");
+_Static_assert(__builtin_offsetof(struct weir_pol_ep, slot) == 10, "struct weir_pol_ep.slot: offset differs from maps-schema");
 
 struct weir_pol_ruleset {
 	__u32 flags;
@@ -615,13 +627,13 @@ _Static_assert(__builtin_offsetof(struct weir_pol_event, proto) == 61, "struct w
 _Static_assert(__builtin_offsetof(struct weir_pol_event, direction) == 62, "struct weir_pol_event.direction: offset differs from maps-schema");
 _Static_assert(__builtin_offsetof(struct weir_pol_event, verdict) == 63, "struct weir_pol_event.verdict: offset differs from maps-schema");
 
-/* if_counters (percpu_hash, 1024 entries): Packets and bytes seen per (interface, hook), per CPU. */
-#define WEIR_LAYOUT_VERSION_IF_COUNTERS 1
+/* if_counters (percpu_array, 1024 entries): Packets and bytes per interface and TC hook, per CPU, by the interface's slot (WEIR_IF_SLOT_*; fp_endpoints names it). */
+#define WEIR_LAYOUT_VERSION_IF_COUNTERS 2
 #define WEIR_DEFINE_MAP_IF_COUNTERS \
 	struct { \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH); \
-		__type(key, struct weir_if_key); \
-		__type(value, struct weir_counter); \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); \
+		__type(key, __u32); \
+		__type(value, struct weir_if_ctrs); \
 		__uint(max_entries, 1024); \
 	} if_counters SEC(".maps")
 

@@ -30,12 +30,6 @@
 #include "weir_count.h"
 #include "weir_failsafe.h"
 
-/* struct weir_if_key is the tail of struct weir_pol_ep_key: the count reuses the key. */
-_Static_assert(__builtin_offsetof(struct weir_pol_ep_key, hook) -
-			       __builtin_offsetof(struct weir_pol_ep_key, ifindex) ==
-		       __builtin_offsetof(struct weir_if_key, hook),
-	       "weir_pol_ep_key embeds weir_if_key");
-
 /* Counted on top of every packet's length (0; the upgrade test's "next version" sets 2). */
 #ifndef WEIR_TC_EXTRA_BYTES
 #define WEIR_TC_EXTRA_BYTES 0
@@ -253,9 +247,14 @@ static __always_inline int weir_icmp_is_error(__u8 family, __u8 type)
 }
 
 /*
- * Copies `len` (a constant) bytes at packet offset `off` to `to`: straight from the linear data
- * when they lie there (the common case, and no helper call), else with bpf_skb_load_bytes
- * (paged data). 0, or -1 past the end of the packet.
+ * Copies `len` (a constant) bytes at packet offset `off` to `to` (4-byte aligned): straight from
+ * the linear data when they lie there (the common case, and no helper call), else with
+ * bpf_skb_load_bytes (paged data). 0, or -1 past the end of the packet.
+ *
+ * The linear copy is done in words: clang copies from a pointer it knows nothing about byte by
+ * byte (four loads, shifts and ors per word), but packet data needs no alignment here (the
+ * verifier checks packet alignment only where the CPU has no efficient unaligned access, and
+ * the fast path's reads rely on that too).
  */
 static __always_inline int weir_pol_load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
 {
@@ -267,7 +266,7 @@ static __always_inline int weir_pol_load(struct __sk_buff *skb, __u32 off, void 
 		void *at = data + off;
 
 		if (at + len <= end) {
-			__builtin_memcpy(to, at, len);
+			__builtin_memcpy(to, (const __u32 *)at, len);
 			return 0;
 		}
 	}
@@ -344,7 +343,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 	}
 
 	if (proto == WEIR_IPPROTO_TCP) {
-		__u8 h[14];
+		__u8 h[14] __attribute__((aligned(4)));
 
 		if (weir_pol_load(skb, off, h, sizeof(h)))
 			return 0;
@@ -353,7 +352,7 @@ __attribute__((noinline)) int weir_pol_parse(struct __sk_buff *skb, struct weir_
 		p->tcp_flags = h[13];
 		p->has_ports = 1;
 	} else if (proto == WEIR_IPPROTO_UDP || proto == WEIR_IPPROTO_SCTP) {
-		__u8 h[4];
+		__u8 h[4] __attribute__((aligned(4)));
 
 		if (weir_pol_load(skb, off, h, sizeof(h)))
 			return 0;
@@ -824,23 +823,34 @@ __attribute__((noinline)) int weir_policy_at(struct __sk_buff *skb, __u32 ifinde
 	struct weir_ct_key ck = {};
 	struct weir_pol_ep *ep;
 	struct weir_ct *ct;
-	__u32 zero = 0, direction, *bank;
+	__u32 direction, *bank;
 	__u64 now;
 
 	if (!skb)
 		return TC_ACT_UNSPEC;
-	/* Every packet is counted per interface and hook (weir_count.h), policy or not. */
-	ek.ifindex = ifindex;
-	ek.hook = hook;
-	if (count)
-		weir_count_hash(&if_counters, &ek.ifindex, skb->len + WEIR_TC_EXTRA_BYTES);
-	bank = bpf_map_lookup_elem(&pol_active, &zero);
+	/* ek is zeroed: its bank, 0, keys pol_active's one slot (the stack is tight). */
+	bank = bpf_map_lookup_elem(&pol_active, &ek.bank);
 	if (!bank)
 		return TC_ACT_UNSPEC;
 	ek.bank = *bank;
 	ek.ifindex = ifindex;
 	ek.hook = hook;
 	ep = bpf_map_lookup_elem(&pol_endpoints, &ek);
+	/*
+	 * Every packet is counted per interface and hook (weir_count.h), policy or not, at the
+	 * slot its endpoint entry carries, or else its fast path entry: one lookup fewer for an
+	 * endpoint. ek has served: its first word keys the count (the stack is tight).
+	 */
+	if (count) {
+		if (ep) {
+			ek.bank = ep->slot;
+		} else {
+			struct weir_fp_endpoint *self = bpf_map_lookup_elem(&fp_endpoints, &ek.ifindex);
+
+			ek.bank = self ? self->slot : WEIR_IF_SLOT_NONE;
+		}
+		weir_count_slot(&if_counters, &ek.bank, hook, skb->len + WEIR_TC_EXTRA_BYTES);
+	}
 	if (!ep)
 		return TC_ACT_UNSPEC; /* no policy on this interface */
 	if (weir_pol_parse(skb, &p))

@@ -45,21 +45,6 @@ WEIR_DEFINE_MAP_FP_MACS;
 #include "weir_fastpath.h"
 
 /*
- * An interface without policy at TC ingress: only its count (as weir_policy_at would). Not
- * inlined, so that its key stays out of tc_ingress's frame (the policy's call chain needs
- * most of the 512 bytes of stack).
- */
-__attribute__((noinline)) int weir_tc_count(struct __sk_buff *skb, __u32 ifindex, __u32 hook)
-{
-	struct weir_if_key key = { .ifindex = ifindex, .hook = hook };
-
-	if (!skb)
-		return 0;
-	weir_count_hash(&if_counters, &key, skb->len + WEIR_TC_EXTRA_BYTES);
-	return 0;
-}
-
-/*
  * aya-obj 0.3.0 only knows "classifier" for TC; the attach point picks the direction.
  *
  * Ingress: this interface's policy first; then, for what it allows, the fast path. A packet
@@ -67,28 +52,30 @@ __attribute__((noinline)) int weir_tc_count(struct __sk_buff *skb, __u32 ifindex
  * hook bpf_redirect_peer skips) before it is redirected: the fast path never bypasses policy,
  * and a packet it denies is dropped here, counted and reported once.
  *
- * The interface's fp_endpoints entry comes first: one lookup tells whether it may have a
- * policy (WEIR_FP_POLICY, which the loader sets before a bank switch makes it an endpoint)
- * and whether its fast path is on, so an interface with neither costs that lookup and its
- * count. An interface without an entry gets the policy lookups.
+ * The interface's fp_endpoints entry comes first: one lookup tells where its packets are
+ * counted (its if_counters slot), whether it may have a policy (WEIR_FP_POLICY, which the
+ * loader sets before a bank switch makes it an endpoint) and whether its fast path is on, so
+ * an interface with neither costs that lookup and its count. An interface without an entry
+ * gets the policy lookups (and no count: it has no slot).
  */
 SEC("classifier")
 int tc_ingress(struct __sk_buff *skb)
 {
 	struct weir_fp_endpoint *self;
-	__u32 in = skb->ifindex;
+	__u32 in = skb->ifindex, key = in;
 	int target;
 
-	self = bpf_map_lookup_elem(&fp_endpoints, &in);
-	if (self && !(self->flags & WEIR_FP_POLICY))
-		weir_tc_count(skb, in, WEIR_HOOK_TC_INGRESS);
-	else if (weir_policy_at(skb, in, WEIR_HOOK_TC_INGRESS, 1) == TC_ACT_SHOT)
+	self = bpf_map_lookup_elem(&fp_endpoints, &key);
+	key = self ? self->slot : WEIR_IF_SLOT_NONE;
+	weir_count_slot(&if_counters, &key, WEIR_HOOK_TC_INGRESS, skb->len + WEIR_TC_EXTRA_BYTES);
+	if ((!self || (self->flags & WEIR_FP_POLICY)) &&
+	    weir_policy_at(skb, in, WEIR_HOOK_TC_INGRESS, 0) == TC_ACT_SHOT)
 		return TC_ACT_SHOT;
 	if (!self || !(self->flags & WEIR_FP_ON))
 		return TC_ACT_UNSPEC;
 	target = weir_fastpath_target(skb, self);
 	if (target == WEIR_FP_ROUTE_OUT)
-		return weir_fastpath_out(skb);
+		return weir_fastpath_out(skb, self->slot);
 	if (target < 0)
 		return TC_ACT_UNSPEC;
 	if (weir_policy_at(skb, target, WEIR_HOOK_TC_EGRESS, 0) == TC_ACT_SHOT)

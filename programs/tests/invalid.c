@@ -15,12 +15,8 @@ SEC("xdp")
 int xdp_invalid(struct xdp_md *ctx)
 {
 	__u8 *data = (__u8 *)(long)ctx->data;
-	struct weir_if_key key = {
-		.ifindex = ctx->ingress_ifindex,
-		.hook = WEIR_HOOK_XDP,
-	};
 
-	weir_count_hash(&if_counters, &key, 1);
+	weir_count_slot(&if_counters, WEIR_IF_SLOT_NONE, WEIR_HOOK_TC_INGRESS, 1);
 	/* BUG ON PURPOSE: no `data + 1 > data_end` check before this read. */
 	return data[0] ? XDP_PASS : XDP_DROP;
 }

@@ -1065,7 +1065,7 @@ mod tests {
     /// The bank and index a full apply of `c` writes to `bank`.
     fn full(c: &Config, bank: u32) -> (BankPlan, Index) {
         let compiled = compile(c).unwrap();
-        let plan = plan_bank(c, &compiled, bank, SIZES, &|_| Some(1)).unwrap();
+        let plan = plan_bank(c, &compiled, bank, SIZES, &|_| Some(1), &|_| 0).unwrap();
         let index = index(c, &compiled, &plan, SIZES);
         (plan, index)
     }

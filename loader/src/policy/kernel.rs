@@ -225,7 +225,8 @@ fn proto_root(c: &Classifier, bitmaps: &mut Bitmaps) -> [Slot; 256] {
 
 /// The entries of bank `bank` for `compiled` (compiled from `cfg`). `ifindex` resolves an
 /// interface name; interfaces it does not know, or without TC programs, get no entries (the
-/// caller warns about them).
+/// caller warns about them). `slot` gives an interface's counter slot (by ifindex), which its
+/// endpoint entries carry.
 ///
 /// # Errors
 /// [`OverCapacity`] when the policy needs more rule sets, chunks or bitmaps than a bank holds.
@@ -235,6 +236,7 @@ pub fn plan_bank(
     bank: u32,
     sizes: BankSizes,
     ifindex: &dyn Fn(&str) -> Option<u32>,
+    slot: &dyn Fn(u32) -> u16,
 ) -> Result<BankPlan, OverCapacity> {
     let n_sets = compiled.rule_sets.len();
     if n_sets > sizes.rule_sets as usize {
@@ -377,6 +379,7 @@ pub fn plan_bank(
                     } else {
                         0
                     },
+                    slot: slot(index),
                 },
             );
         }
@@ -445,6 +448,7 @@ rule hostpol ingress allow proto=udp dport=53
             bank,
             BankSizes::new(16, 1024, 1024),
             &|n: &str| names.iter().position(|x| *x == n).map(|i| i as u32 + 10),
+            &|ifindex| ifindex as u16 - 9,
         )
         .unwrap();
         (c, p)
@@ -521,6 +525,10 @@ rule hostpol ingress allow proto=udp dport=53
         assert_eq!(ep(hook::TC_EGRESS).direction, pol::DIR_INGRESS);
         assert_eq!(ep(hook::TC_INGRESS).direction, pol::DIR_EGRESS);
         assert_eq!(ep(hook::TC_EGRESS).flags, 0);
+        assert_eq!(
+            (ep(hook::TC_EGRESS).slot, ep(hook::TC_INGRESS).slot),
+            (1, 1)
+        );
         // w2 is selected by nothing: no entries. eth0 (host) is selected for ingress only.
         assert!(!p1.endpoints.keys().any(|k| k.ifindex == 11));
         let host = p1.endpoints[&PolEndpointKey {
@@ -551,13 +559,26 @@ rule hostpol ingress allow proto=udp dport=53
     fn over_capacity_names_the_option() {
         let c = cfg(TEXT);
         let compiled = compile(&c).unwrap();
-        let e = plan_bank(&c, &compiled, 0, BankSizes::new(1, 1024, 1024), &|_| {
-            Some(1)
-        })
+        let e = plan_bank(
+            &c,
+            &compiled,
+            0,
+            BankSizes::new(1, 1024, 1024),
+            &|_| Some(1),
+            &|_| 0,
+        )
         .unwrap_err();
         assert_eq!(e.what, "rule-sets");
         assert!(e.to_string().contains("classifier capacity rule-sets="));
-        let e = plan_bank(&c, &compiled, 0, BankSizes::new(16, 2, 1024), &|_| Some(1)).unwrap_err();
+        let e = plan_bank(
+            &c,
+            &compiled,
+            0,
+            BankSizes::new(16, 2, 1024),
+            &|_| Some(1),
+            &|_| 0,
+        )
+        .unwrap_err();
         assert_eq!(e.what, "chunks");
     }
 }

@@ -62,8 +62,9 @@ Benchmarks:
   b8   service-mesh redirect: connections/s and connect() latency through a local
        transparent proxy; competitor: iptables nat OUTPUT REDIRECT (sidecar rules)
   tc-prog  weir's TC programs alone (BPF_PROG_TEST_RUN): ns per run of an
-       established packet under a workload's ingress policy and of packets on
-       interfaces without policy (a development measurement, nothing written)
+       established packet under a workload's ingress policy, of new flows there,
+       and of packets on interfaces without policy (a development measurement,
+       nothing written)
 
 Options of b1:
   --rounds N        interleaved timed rounds (default 11, at least 7)

@@ -9,7 +9,11 @@
 //! - w1's veth `tc_ingress` on the reply: w1's egress hook, an endpoint too (tracked, no
 //!   rules: the conntrack hit, the fast path entry's check and the policy);
 //! - the uplink's `tc_egress` on the reply: no policy;
-//! - an empty SCHED_CLS program: the test run's own floor.
+//! - an empty SCHED_CLS program: the test run's own floor;
+//! - w1's veth `tc_egress` on **new flows**: one test run per datagram (`repeat` 1), each from
+//!   a source address and port never used before, so each misses conntrack, is classified
+//!   (the matching rule is the last) and gets a conntrack entry; with the empty program run the
+//!   same way as its floor (a single run's duration includes reading the clock around it).
 //!
 //! The `__sk_buff` context passed in names the interface (`ifindex`): the kernel looks it up in
 //! the caller's network namespace and runs `eth_type_trans` on the frame, so the runs happen in
@@ -169,8 +173,68 @@ impl Path {
     }
 }
 
-/// weir's `established` outcome packets (pol_stats, all CPUs).
-fn established(node: &Routed) -> Result<u64, String> {
+/// New flows: one test run per datagram, each from an (address, port) of the matching CIDR
+/// never used before.
+struct Fresh {
+    name: &'static str,
+    prog: OwnedFd,
+    ifindex: u32,
+    dst: Ipv4Addr,
+    /// Flows made so far (the next source).
+    next: u32,
+    ns: Vec<f64>,
+    /// The verdict wanted.
+    verdict: u32,
+}
+
+impl Fresh {
+    /// The `n`-th new source: 198.18.3.10 .. .249, ports 1024 .. 65535.
+    fn source(n: u32) -> (Ipv4Addr, u16) {
+        let ports = 65535 - 1024 + 1;
+        let host = 10 + (n / ports) % 240;
+        (
+            Ipv4Addr::new(198, 18, 3, host as u8),
+            (1024 + n % ports) as u16,
+        )
+    }
+
+    /// `runs` single test runs; records their mean duration.
+    fn run(&mut self, runs: u32) -> Result<(), String> {
+        let ctx = skb_ctx(self.ifindex);
+        let mut total = 0u64;
+        for _ in 0..runs {
+            let (src, sport) = Self::source(self.next);
+            self.next += 1;
+            let frame = frame(src, sport, self.dst, PORT);
+            let r = bpf::prog_test_run(
+                self.prog.as_fd(),
+                &TestRun {
+                    data_in: &frame,
+                    ctx_in: Some(&ctx),
+                    repeat: 1,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| format!("{}: {e}", self.name))?;
+            if r.retval != self.verdict {
+                return Err(format!(
+                    "{}: verdict {} where {} was expected",
+                    self.name, r.retval as i32, self.verdict as i32
+                ));
+            }
+            total += u64::from(r.duration_ns);
+        }
+        self.ns.push(total as f64 / f64::from(runs.max(1)));
+        Ok(())
+    }
+}
+
+/// New flows per round: enough for a stable mean, few enough to stay far below conntrack's
+/// capacity over the rounds.
+const NEW_PER_ROUND: u32 = 5000;
+
+/// weir's policy outcome packets named `outcome` (pol_stats, all CPUs).
+fn outcome(node: &Routed, outcome: &str) -> Result<u64, String> {
     let dp = weir::Dataplane::new(node.pin_dir.clone());
     let st = node
         .run_in(&node.host, || dp.status())
@@ -179,7 +243,7 @@ fn established(node: &Routed) -> Result<u64, String> {
     Ok(st
         .policy_stats
         .iter()
-        .filter(|(n, _)| n == "established")
+        .filter(|(n, _)| n == outcome)
         .map(|(_, c)| c.packets)
         .sum())
 }
@@ -248,8 +312,9 @@ pub fn run(opts: &Options) -> Result<(), String> {
     let inbound = frame(out, EST_PORT, w1, PORT);
     let reply = frame(w1, PORT, out, EST_PORT);
     let (repeat, rounds) = (opts.repeat, opts.rounds);
-    let (paths, before, after) = node
-        .run_in(&node.host, || -> Result<(Vec<Path>, u64, u64), String> {
+    type Measured = (Vec<Path>, Vec<Fresh>, [u64; 2], [u64; 2]);
+    let (paths, fresh, before, after) = node
+        .run_in(&node.host, || -> Result<Measured, String> {
             let mut nl = weir::sys::netlink::Netlink::open().map_err(|e| e.to_string())?;
             let mut index = |name: &str| -> Result<u32, String> {
                 nl.link_index(name)
@@ -302,25 +367,67 @@ pub fn run(opts: &Options) -> Result<(), String> {
                     ns: Vec::new(),
                 },
             ];
-            // Warm-up (also the check below's baseline).
+            let fresh_empty = bpf::load_return_program(
+                "tc_prog_empty",
+                consts::BPF_PROG_TYPE_SCHED_CLS,
+                None,
+                -1,
+            )
+            .map_err(|e| e.to_string())?;
+            let mut fresh = vec![
+                Fresh {
+                    name: "empty SCHED_CLS program, single runs (floor)",
+                    prog: fresh_empty,
+                    ifindex: w1x,
+                    dst: w1,
+                    next: 0,
+                    ns: Vec::new(),
+                    verdict: UNSPEC,
+                },
+                Fresh {
+                    name: "w1 veth tc_egress: new UDP flow, allowed",
+                    prog: attached(w1x, eg, "tc_egress")?,
+                    ifindex: w1x,
+                    dst: w1,
+                    next: 0,
+                    ns: Vec::new(),
+                    verdict: UNSPEC,
+                },
+            ];
+            // Warm-up (also the checks' baselines).
             for p in &mut paths {
                 p.run(repeat.min(10_000))?;
                 p.ns.clear();
             }
-            let before = established(&node)?;
+            for f in &mut fresh {
+                f.run(100)?;
+                f.ns.clear();
+            }
+            let before = [
+                outcome(&node, "established")?,
+                outcome(&node, "new-allowed")?,
+            ];
             for _ in 0..rounds {
                 for p in &mut paths {
                     p.run(repeat)?;
                 }
+                for f in &mut fresh {
+                    f.run(NEW_PER_ROUND)?;
+                }
             }
-            let after = established(&node)?;
-            Ok((paths, before, after))
+            let after = [
+                outcome(&node, "established")?,
+                outcome(&node, "new-allowed")?,
+            ];
+            Ok((paths, fresh, before, after))
         })
         .map_err(|e| e.to_string())??;
 
     // Both of w1's hooks are endpoints (a policy selecting w1 tracks both directions).
     let want = 2 * u64::from(repeat) * rounds as u64;
-    let counted = after - before;
+    let counted = after[0] - before[0];
+    let want_new = u64::from(NEW_PER_ROUND) * rounds as u64;
+    let counted_new = after[1] - before[1];
     println!(
         "tc-prog: {} rules on w1's ingress, {rounds} rounds x {repeat} runs per path \
          (ns per run: median, min, max)",
@@ -342,11 +449,38 @@ pub fn run(opts: &Options) -> Result<(), String> {
         "  {:<52} {est:>6.0}",
         "B2 established datagram (uplink in + w1 out)"
     );
+    println!(
+        "new flows: {rounds} rounds x {NEW_PER_ROUND} single runs per path (mean ns per run: \
+         median, min, max over rounds)"
+    );
+    for f in &fresh {
+        let min = f.ns.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = f.ns.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  {:<52} {:>6.0} {:>6.0} {:>6.0}",
+            f.name,
+            med(&f.ns),
+            min,
+            max
+        );
+    }
+    let added = med(&fresh[1].ns) - med(&fresh[0].ns) + med(&paths[2].ns) - med(&paths[0].ns);
+    println!(
+        "  {:<52} {added:>6.0}",
+        "B2 new flow, over the floors (uplink in + w1 out)"
+    );
     println!("  established outcomes counted: {counted} (runs on w1's two hooks: {want})");
+    println!("  new outcomes counted: {counted_new} (new-flow runs: {want_new})");
     if counted < want {
         return Err(format!(
             "w1's hooks counted {counted} established packets for {want} runs: \
              the conntrack entry was not used on every run"
+        ));
+    }
+    if counted_new < want_new {
+        return Err(format!(
+            "w1's tc_egress counted {counted_new} new flows for {want_new} runs: \
+             some datagram was not a new flow"
         ));
     }
     Ok(())
@@ -386,6 +520,19 @@ mod tests {
         assert_eq!(crate::b2::csum(&f[14..34]), 0, "IPv4 header checksum");
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), PORT);
         assert_eq!(skb_ctx(7)[40..44], 7u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn new_flow_sources_never_repeat_and_stay_in_the_matching_cidr() {
+        let all = DEFAULT_ROUNDS as u32 * NEW_PER_ROUND + 1000;
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..all {
+            let (a, p) = Fresh::source(n);
+            assert_eq!(a.octets()[..3], [198, 18, 3]);
+            assert!(p >= 1024);
+            assert!(seen.insert((a, p)), "{n}");
+        }
+        assert_eq!(Fresh::source(64512), (Ipv4Addr::new(198, 18, 3, 11), 1024));
     }
 
     #[test]
