@@ -5,12 +5,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use maps_schema::{
-    Codec, Counter, Ct, CtKey, DenyEntry, DenyV4, DirChunk, FpEndpoint, FpRoute, IfKey, LbAffinity,
-    LbAffinityKey, LbBackend, LbRevNat, LbRevNatKey, LbService, LbServiceKey, LbSlotKey, LbSock,
-    LpmV4Key, LpmV6Key, MacAddr, MeshCgroup, MeshInbound, MeshInboundPortKey, MeshListenerKey,
-    MeshOrigDst, MeshPortKey, MeshTuple, PolBitmap, PolCounts, PolEndpoint, PolEndpointKey,
-    PolEvent, PolMark, PolName, PolPrefixKey, PolRate, PolRule, PolRuleSet, PolSet, PolSetMeta,
-    PolSetRs,
+    Codec, Counter, Ct, CtKey, DenyEntry, DenyV4, DirChunk, FpEndpoint, FpRoute, IfCounters, IfKey,
+    LbAffinity, LbAffinityKey, LbBackend, LbRevNat, LbRevNatKey, LbService, LbServiceKey,
+    LbSlotKey, LbSock, LpmV4Key, LpmV6Key, MacAddr, MeshCgroup, MeshInbound, MeshInboundPortKey,
+    MeshListenerKey, MeshOrigDst, MeshPortKey, MeshTuple, PolBitmap, PolCounts, PolEndpoint,
+    PolEndpointKey, PolEvent, PolMark, PolName, PolPrefixKey, PolRate, PolRule, PolRuleSet, PolSet,
+    PolSetMeta, PolSetRs,
 };
 
 fn check<T: Codec>(data: &[u8]) {
@@ -21,6 +21,7 @@ fn check<T: Codec>(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check::<IfKey>(data);
+    check::<IfCounters>(data);
     check::<Counter>(data);
     check::<LpmV4Key>(data);
     check::<LpmV6Key>(data);
@@ -66,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
     check::<PolSetRs>(data);
     let cpus = usize::from(data.first().copied().unwrap_or(1) % 8) + 1;
     let _ = maps_schema::decode_per_cpu::<Counter>(data, cpus);
+    let _ = maps_schema::decode_per_cpu::<IfCounters>(data, cpus);
     if let Some(e) = weir::events::Event::decode(data) {
         let _ = (e.to_string(), e.json());
     }
