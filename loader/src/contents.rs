@@ -189,12 +189,29 @@ pub fn entries(m: &OpenMap) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
 /// # Errors
 /// Returns an error when the kernel refuses the read.
 pub fn entries_of(fd: BorrowedFd<'_>, def: &MapDef) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+    let mut out = BTreeMap::new();
+    for_each_entry(fd, def, |k, v| {
+        out.insert(k.to_vec(), v.to_vec());
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with every (key, value) of a map, without collecting them: batched reads where the
+/// map supports them, else a key walk. For maps large enough that a copy of every entry costs
+/// (a set's members).
+///
+/// # Errors
+/// Returns an error when the kernel refuses the read.
+pub fn for_each_entry(
+    fd: BorrowedFd<'_>,
+    def: &MapDef,
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> Result<(), Error> {
     let name = def.name;
     let err = |e| Error::bpf(format!("map '{name}'"), e);
     let vs = bpf::value_len(def.map_type as u32, def.value.size)
         .map_err(|e| Error::io(format!("map '{name}': value size"), e))?;
     let ks = def.key.size as usize;
-    let mut out = BTreeMap::new();
     let token_len = ks.max(4);
     let (mut keys, mut values) = (vec![0u8; ks * BATCH], vec![0u8; vs * BATCH]);
     let (mut token, mut next) = (vec![0u8; token_len], vec![0u8; token_len]);
@@ -212,24 +229,21 @@ pub fn entries_of(fd: BorrowedFd<'_>, def: &MapDef) -> Result<BTreeMap<Vec<u8>, 
             Ok(r) => r,
             Err(e) if first && no_batch(&e) => {
                 log::debug!("map '{name}': no batched lookup ({e}); walking keys");
+                let mut v = vec![0u8; vs];
                 for key in self::keys(fd, def.key.size, name)? {
-                    let mut v = vec![0u8; vs];
                     if bpf::map_lookup(fd, &key, &mut v).map_err(err)? {
-                        out.insert(key, v);
+                        f(&key, &v);
                     }
                 }
-                return Ok(out);
+                return Ok(());
             }
             Err(e) => return Err(err(e)),
         };
         for i in 0..got as usize {
-            out.insert(
-                keys[i * ks..(i + 1) * ks].to_vec(),
-                values[i * vs..(i + 1) * vs].to_vec(),
-            );
+            f(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]);
         }
         if !more {
-            return Ok(out);
+            return Ok(());
         }
         std::mem::swap(&mut token, &mut next);
         first = false;

@@ -274,50 +274,15 @@ impl<'a> IndexMaps<'a> {
 /// Elements per batch syscall for `pol_set_members`.
 const MEMBER_BATCH: usize = 8192;
 
-/// Every entry of `pol_set_members`: the key as three words, the value (batched reads; a key
-/// walk where batches are unsupported).
+/// Every entry of `pol_set_members`: the key as three words, the value.
 fn member_entries(m: &OpenMap) -> Result<Vec<([u64; 3], u32)>, Error> {
-    let fd = m.fd.as_fd();
-    let err = |e| Error::bpf(format!("map '{MAP_SET_MEMBERS}'"), e);
     let mut out = Vec::new();
-    let (mut keys, mut values) = (vec![0u8; 24 * MEMBER_BATCH], vec![0u8; 4 * MEMBER_BATCH]);
-    let (mut token, mut next) = (vec![0u8; 24], vec![0u8; 24]);
-    let mut first = true;
-    loop {
-        let r = bpf::map_lookup_batch(
-            fd,
-            (!first).then_some(&token[..]),
-            &mut next,
-            &mut keys,
-            &mut values,
-            MEMBER_BATCH as u32,
-        );
-        let (got, more) = match r {
-            Ok(r) => r,
-            Err(e) if first && matches!(e.errno(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                for (k, v) in contents::entries(m)? {
-                    if let (Ok(k), Ok(v)) = (<[u8; 24]>::try_from(k.as_slice()), u32::decode(&v)) {
-                        out.push((words(&k), v));
-                    }
-                }
-                return Ok(out);
-            }
-            Err(e) => return Err(err(e)),
-        };
-        for (k, v) in keys[..got as usize * 24]
-            .chunks_exact(24)
-            .zip(values.chunks_exact(4))
-        {
-            let mut a = [0u8; 24];
-            a.copy_from_slice(k);
-            out.push((words(&a), u32::from_ne_bytes([v[0], v[1], v[2], v[3]])));
+    contents::for_each_entry(m.fd.as_fd(), m.def, |k, v| {
+        if let (Ok(k), Ok(v)) = (<[u8; 24]>::try_from(k), u32::decode(v)) {
+            out.push((words(&k), v));
         }
-        if !more {
-            return Ok(out);
-        }
-        std::mem::swap(&mut token, &mut next);
-        first = false;
-    }
+    })?;
+    Ok(out)
 }
 
 /// A 24-byte key as three words (compared as words, not bytes: a byte-wise compare is slow with
