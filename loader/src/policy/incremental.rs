@@ -1093,26 +1093,15 @@ rule db ingress deny remote=!set:b
 rule db egress allow remote=set:c,set:a
 ";
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::policy::tests::Rng;
 
     /// A random network clustered where the config's networks are, so they nest and share
     /// chunks with them.
     fn random_cidr(rng: &mut Rng) -> Cidr {
         if rng.below(4) == 0 {
             let bases: [u128; 2] = [0x2001_0db8_0001_0000 << 64, 0x2001_0db8_0001_0002 << 64];
-            let base = bases[rng.below(2) as usize];
-            let len = [0u8, 16, 32, 47, 48, 49, 56, 64, 65, 96, 127, 128][rng.below(12) as usize];
+            let base = bases[rng.below(2)];
+            let len = [0u8, 16, 32, 47, 48, 49, 56, 64, 65, 96, 127, 128][rng.below(12)];
             let a = base | u128::from(rng.next()) & ((1u128 << 64) - 1);
             let p = Prefix::new(128, a, len);
             return Cidr {
@@ -1127,11 +1116,11 @@ rule db egress allow remote=set:c,set:a
             0xac10_0000,
             0x0a00_0000,
         ];
-        let base = bases[rng.below(5) as usize];
+        let base = bases[rng.below(5)];
         let a = base | (rng.next() as u32 & 0x0000_0fff);
         let len = [
             0u8, 1, 7, 8, 9, 12, 15, 16, 17, 20, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
-        ][rng.below(20) as usize];
+        ][rng.below(20)];
         let p = Prefix::new(32, u128::from(a), len);
         Cidr {
             addr: std::net::IpAddr::V4((p.key as u32).into()),
@@ -1237,7 +1226,7 @@ rule db egress allow remote=set:c,set:a
             let mut mem = Mem::of(&plan, &index);
             let mut extra = Vec::new();
             for step in 0..60 {
-                let set = ["a", "b", "c"][rng.below(3) as usize];
+                let set = ["a", "b", "c"][rng.below(3)];
                 let members: Vec<Cidr> = c
                     .ipsets
                     .iter()
@@ -1248,12 +1237,9 @@ rule db egress allow remote=set:c,set:a
                     .map(|(x, _)| *x)
                     .collect();
                 let (op, cidrs) = if !members.is_empty() && rng.below(3) == 0 {
-                    (
-                        SetOp::Del,
-                        vec![members[rng.below(members.len() as u64) as usize]],
-                    )
+                    (SetOp::Del, vec![members[rng.below(members.len())]])
                 } else {
-                    let n = 1 + rng.below(3) as usize;
+                    let n = 1 + rng.below(3);
                     (SetOp::Add, (0..n).map(|_| random_cidr(&mut rng)).collect())
                 };
                 let before = mem.clone();

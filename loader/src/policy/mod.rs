@@ -96,7 +96,7 @@ pub mod kernel;
 pub mod prefix;
 pub mod ruleset;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod verdict;
 
 pub use bitmap::{Bitmap, MAX_RULES, WORDS};
