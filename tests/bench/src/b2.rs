@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 use nix::sys::socket::{
     self as sock, setsockopt, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     SockaddrIn,
@@ -479,10 +479,7 @@ struct Meas {
 /// sched_yield updates it first, so the reading is exact to the µs.
 fn thread_cpu_ns() -> Result<u64, String> {
     std::thread::yield_now();
-    let u = getrusage(UsageWho::RUSAGE_THREAD).map_err(|e| format!("getrusage: {e}"))?;
-    let ns =
-        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000;
-    Ok(ns(u.user_time()) + ns(u.system_time()))
+    crate::proc::rusage_ns(UsageWho::RUSAGE_THREAD)
 }
 
 fn busy_ticks() -> Result<u64, String> {

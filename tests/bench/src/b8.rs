@@ -33,14 +33,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use weir::sandbox::{Sandbox, ADDR_B4};
 use weir::sys::{cgroup, netns};
 
 use crate::env::{self, Facts};
 use crate::flags::Flags;
-use crate::proc::output_of;
+use crate::proc::{self, output_of};
 use crate::report::{self, med, show, show_x, verdict};
 
 /// The heading of B8's section.
@@ -156,16 +156,6 @@ fn transaction(to: &SockaddrIn) -> Result<(Duration, String), String> {
     Ok((d, answer))
 }
 
-/// User and system CPU time of `who`, in ns. This kernel has no IRQ time accounting, so the
-/// softirq work a task runs (loopback and veth deliver inline, when bottom halves are
-/// re-enabled) is in its system time.
-fn rusage_ns(who: UsageWho) -> Result<u64, String> {
-    let u = getrusage(who).map_err(|e| format!("getrusage: {e}"))?;
-    let ns =
-        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000;
-    Ok(ns(u.user_time()) + ns(u.system_time()))
-}
-
 /// CPU time in ns of every thread of process `pid` (the first field of each thread's
 /// `/proc/PID/task/TID/schedstat`: time spent running, in ns).
 fn process_cpu_ns(pid: u32) -> Result<u64, String> {
@@ -233,7 +223,7 @@ fn client(args: &[String]) -> Result<(), String> {
                 transaction(&to)?;
             }
             let mut lat = Vec::with_capacity(min_conns * 4);
-            let cpu0 = rusage_ns(UsageWho::RUSAGE_SELF)?;
+            let cpu0 = proc::rusage_ns(UsageWho::RUSAGE_SELF)?;
             let t0 = Instant::now();
             let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(MAX_MS));
             loop {
@@ -244,7 +234,7 @@ fn client(args: &[String]) -> Result<(), String> {
                 }
             }
             let elapsed = t0.elapsed().as_nanos();
-            let cpu = rusage_ns(UsageWho::RUSAGE_SELF)? - cpu0;
+            let cpu = proc::rusage_ns(UsageWho::RUSAGE_SELF)? - cpu0;
             lat.sort_unstable();
             println!(
                 "result {} {elapsed} {} {} {cpu}",
@@ -670,7 +660,7 @@ impl Env {
     /// proxy's threads and this process, which runs the backends.
     fn measure(&self, opts: &Options) -> Result<(f64, f64, f64, f64), String> {
         let side = || -> Result<u64, String> {
-            Ok(process_cpu_ns(self.proxy.id())? + rusage_ns(UsageWho::RUSAGE_SELF)?)
+            Ok(process_cpu_ns(self.proxy.id())? + proc::rusage_ns(UsageWho::RUSAGE_SELF)?)
         };
         let side0 = side()?;
         let out = self.client(&["run", &opts.min_ms.to_string(), &opts.min_conns.to_string()])?;
@@ -892,6 +882,6 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(process_cpu_ns(std::process::id()).unwrap() > a);
-        assert!(rusage_ns(UsageWho::RUSAGE_SELF).unwrap() > 0);
+        assert!(proc::rusage_ns(UsageWho::RUSAGE_SELF).unwrap() > 0);
     }
 }
